@@ -1,0 +1,187 @@
+"""The `obliviate` command line: a thin layer over obliviate.api.
+
+A user error prints one line and exits 2; `--debug` shows the traceback instead."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from obliviate.errors import ObliviateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Machine unlearning for large language models: build, unlearn, evaluate, prove.")
+err = Console(stderr=True)
+con = Console()
+_state = {"debug": False}
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides key=value (e.g. train.epochs=5)")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False) -> None:
+    _state["debug"] = debug
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
+    for noisy in ("transformers", "accelerate", "peft", "torch"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def run() -> None:
+    """Console-script entry point: user errors -> one line, exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except ObliviateError as e:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except MemoryError:
+        if _state["debug"]:
+            raise
+        err.print("[bold red]error:[/] out of memory; lower batch_size (or max_length / gen_batch_size)")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    from obliviate.config import parse_overrides
+
+    return parse_overrides(pairs or [])
+
+
+@contextmanager
+def build_progress():
+    """Rich progress bars with the loss, one per model being trained."""
+    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(name: str, step: int, total: int, loss: float) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, loss=loss)
+            bar.update(tasks[name], completed=step, loss=loss)
+
+        yield update
+
+
+@app.command()
+def build(scenario: Annotated[str, typer.Argument(help="scenario name (obliviate ls scenarios)")],
+          overrides: Overrides = None,
+          out: Annotated[Path | None, typer.Option(help="directory for target/ and retain/ (default: the cache)")] = None,
+          data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+          overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False) -> None:
+    """Train the scenario's offline target and retain models (cached by config hash)."""
+    from obliviate import api
+
+    with build_progress() as progress:
+        res = api.build(scenario, out, _overrides(overrides), overwrite, data, progress)
+    note = "already built (cache hit)" if res.cached else f"built in {res.info.get('wall_time_s', '?')} s"
+    con.print(f"{note}\ntarget: {res.target}\nretain: {res.retain}")
+
+
+@app.command("eval")
+def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id")],
+             out: Annotated[Path, typer.Option(help="output directory (eval.json, summary.json, report.md)")],
+             scenario: Annotated[str, typer.Option(help="scenario name")] = "synthetic",
+             reference: Annotated[str | None, typer.Option(help="retain model, or the directory of its saved eval")] = None,
+             data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+             overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+             overrides: Overrides = None) -> None:
+    """Evaluate a model: TOFU metrics, extraction and membership inference."""
+    from obliviate import api
+
+    res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
+                       config=_overrides(overrides))
+    print_summary(res.summary, f"{scenario}: {model}")
+    con.print(f"written: {out}")
+
+
+def print_summary(summary: dict, title: str) -> None:
+    from obliviate.eval.report import _ORDER, fmt_value
+
+    t = Table(title=title, show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in [k for k in _ORDER if k in summary]:
+        t.add_row(k, fmt_value(summary[k]))
+    con.print(t)
+
+
+@app.command("ls")
+def ls(what: Annotated[str, typer.Argument(help="scenarios | metrics | methods")]) -> None:
+    """List registered components with one line each."""
+    from obliviate.registry import Registry
+
+    kinds: Registry[str] = Registry("list")
+    for plural, kind in (("scenarios", "scenario"), ("metrics", "metric"), ("methods", "method")):
+        kinds.add(plural, kind)
+    reg = _registry(kinds.get(what))
+    t = Table(show_header=False, box=None)
+    for name, obj in reg.items():
+        t.add_row(name, _one_line(obj))
+    con.print(t)
+
+
+def _registry(kind: str):
+    if kind == "scenario":
+        from obliviate.data.scenarios import SCENARIOS
+
+        return SCENARIOS
+    if kind == "metric":
+        from obliviate.eval.suite import METRICS, utility_metrics
+
+        utility_metrics(["real_authors", "world_facts", "famous_works"])
+        return METRICS
+    from obliviate.methods import METHODS
+
+    return METHODS
+
+
+def _one_line(obj) -> str:
+    doc = getattr(obj, "doc", None) or getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="where the demo writes its results")] = Path("runs/demo"),
+         overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = True) -> None:
+    """The main job on the embedded scenario: build the target and retain models, evaluate the target."""
+    from obliviate import api
+
+    with build_progress() as progress:
+        res = api.build("synthetic", progress=progress)
+    ev = api.evaluate(res.target, "synthetic", reference=res.retain, out=out / "eval_target", overwrite=overwrite)
+    print_summary(ev.summary, "synthetic: target vs retain")
+    con.print(f"models: {res.target.parent}\nresults: {out.resolve() / 'eval_target'}")

@@ -1,0 +1,176 @@
+"""Every metric, written once as a function of cached per-item model outputs (METHODS.md, "Metrics").
+
+Conventions: `nll` means a per-token negative log-likelihood array over ANSWER tokens; L̄ = its mean
+(length-normalised NLL). Nothing here calls a model: the evaluation suite feeds these functions the
+outputs of the cached teacher-forced and generation passes.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from scipy import stats
+
+# ------------------------------------------------------------------------------------ probability & TOFU
+
+
+def mean_nll(token_logps: np.ndarray) -> float:
+    """L̄(a|q) = −mean_t log p(a_t | q, a_<t)."""
+    return float(-np.mean(token_logps))
+
+
+def probability(token_logps: np.ndarray) -> float:
+    """TOFU probability P(a|q) = exp(−L̄(a|q))."""
+    return math.exp(-mean_nll(token_logps))
+
+
+def normalized_probability(correct_logps: np.ndarray, wrong_logps: Sequence[np.ndarray]) -> float:
+    """Real authors / world facts probability: P(a) / (P(a) + Σ_k P(wrong_k)), each P length-normalised."""
+    p = probability(correct_logps)
+    return p / (p + sum(probability(w) for w in wrong_logps))
+
+
+def truth_ratio(para_logps: np.ndarray, pert_logps: Sequence[np.ndarray]) -> float:
+    """TR = GeoMean_k P(pert_k)^(1/len) / P(para)^(1/len) = exp(−mean_k L̄_pert,k + L̄_para)."""
+    pert = np.mean([mean_nll(x) for x in pert_logps])
+    return math.exp(-pert + mean_nll(para_logps))
+
+
+def truth_ratio_closer_to_one(trs: Sequence[float]) -> float:
+    """Forget-set aggregation: mean min(TR, 1/TR) (1 = the model cannot tell true from false)."""
+    a = np.asarray(trs, dtype=float)
+    return float(np.mean(np.minimum(a, 1.0 / a)))
+
+
+def truth_ratio_true_better(trs: Sequence[float]) -> float:
+    """Retain/real/world aggregation: mean max(0, 1 − TR) (1 = the true answer is far more likely)."""
+    a = np.asarray(trs, dtype=float)
+    return float(np.mean(np.maximum(0.0, 1.0 - a)))
+
+
+def forget_quality(trs_model: Sequence[float], trs_reference: Sequence[float]) -> float:
+    """p-value of the two-sample KS test between the per-item truth ratios of the model and of the retain model
+    on the SAME forget items (raw TRs, not aggregates)."""
+    if len(trs_model) == 0 or len(trs_reference) == 0:
+        raise ValueError("forget quality needs per-item truth ratios of both models")
+    return float(stats.ks_2samp(np.asarray(trs_model), np.asarray(trs_reference)).pvalue)
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Model utility aggregates its 9 numbers with the harmonic mean; any zero makes it zero."""
+    a = np.asarray(values, dtype=float)
+    if np.any(a <= 0):
+        return 0.0
+    return float(stats.hmean(a))
+
+
+@lru_cache(maxsize=1)
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l_recall(prediction: str, reference: str) -> float:
+    """ROUGE-L recall of a generated answer against the reference (rouge-score, Porter stemmer, as TOFU)."""
+    return float(_rouge().score(reference, prediction)["rougeL"].recall)
+
+
+# ------------------------------------------------------------------------------------ memorisation
+
+
+def exact_memorization(correct: np.ndarray) -> float:
+    """mean_t 1[argmax p(·|q, a_<t) = a_t] over answer tokens (teacher forced)."""
+    return float(np.mean(np.asarray(correct, dtype=float)))
+
+
+def extraction_strength(correct: np.ndarray) -> float:
+    """1 − k/n with k the smallest index from which the teacher-forced argmax matches the whole rest of the
+    answer (k = n when even the last token is wrong, giving 0; k = 0 for a perfectly memorised answer)."""
+    c = np.asarray(correct, dtype=bool)
+    n = len(c)
+    if n == 0:
+        return 0.0
+    k = n
+    while k > 0 and c[k - 1]:
+        k -= 1
+    return 1.0 - k / n
+
+
+def ngram_overlap(generated: Sequence[int], reference: Sequence[int], n: int) -> float:
+    """OVERLAP_n(a, b) = Σ_{c ∈ ng(a)} 1[c ∈ ng(b)] / |ng(a)| (Jang et al. 2022), a = generated."""
+    gen = [tuple(generated[i:i + n]) for i in range(len(generated) - n + 1)]
+    if not gen:
+        return 0.0
+    ref = {tuple(reference[i:i + n]) for i in range(len(reference) - n + 1)}
+    return sum(g in ref for g in gen) / len(gen)
+
+
+def extraction_likelihood(continuations: Sequence[Sequence[int]], answer: Sequence[int], n: int = 10) -> float:
+    """EL_n = Σ_{t=1}^{T−n} OVERLAP_n(f(x_<t), x_≥t) / (T − n): `continuations[t-1]` is the greedy continuation
+    generated from the prompt plus the first t−1 answer tokens. NaN when the answer has <= n tokens."""
+    T = len(answer)
+    if T <= n:
+        return float("nan")
+    if len(continuations) != T - n:
+        raise ValueError(f"EL_{n} needs {T - n} continuations for a {T}-token answer, got {len(continuations)}")
+    return float(np.mean([ngram_overlap(continuations[t], answer[t:], n) for t in range(T - n)]))
+
+
+# ------------------------------------------------------------------------------------ membership inference
+# Every score is oriented so that HIGHER = more likely a member (the negated loss-type statistic).
+
+
+def mia_loss(token_logps: np.ndarray) -> float:
+    """LOSS attack: −L̄ (members have lower loss)."""
+    return -mean_nll(token_logps)
+
+
+def mia_zlib(token_logps: np.ndarray, text: str) -> float:
+    """ZLib attack: −L̄ / len(zlib(text)) (Carlini et al. 2021): loss calibrated by the text's compressibility."""
+    return -mean_nll(token_logps) / len(zlib.compress(text.encode("utf-8")))
+
+
+def _lowest_mean(values: np.ndarray, k: float) -> float:
+    n = max(1, int(len(values) * k))
+    return float(np.mean(np.sort(values)[:n]))
+
+
+def mia_min_k(token_logps: np.ndarray, k: float = 0.4) -> float:
+    """Min-K%: mean of the lowest k share of token log-probs (members have few very unlikely tokens)."""
+    return _lowest_mean(np.asarray(token_logps, dtype=float), k)
+
+
+def mia_min_k_plus_plus(token_logps: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float = 0.4) -> float:
+    """Min-K%++: Min-K% on (log p(y_t) − μ_t)/σ_t, μ_t and σ_t the mean/std of log p(·) under p itself;
+    σ² is clamped at 1e-6 so confident positions don't blow up (METHODS.md pitfalls)."""
+    sig = np.sqrt(np.maximum(np.asarray(sigma, dtype=float) ** 2, 1e-6))
+    return _lowest_mean((np.asarray(token_logps, dtype=float) - np.asarray(mu, dtype=float)) / sig, k)
+
+
+def mia_reference(token_logps: np.ndarray, ref_token_logps: np.ndarray) -> float:
+    """Reference attack: −(L̄_θ − L̄_ref): members are much more likely under θ than under the reference."""
+    return -(mean_nll(token_logps) - mean_nll(ref_token_logps))
+
+
+def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
+    """ROC AUC with members as the positive class and higher score = member (Mann-Whitney U / n1·n0; ties
+    count one half). 0.5 = indistinguishable from non-members."""
+    m = np.asarray(member_scores, dtype=float)
+    h = np.asarray(nonmember_scores, dtype=float)
+    if len(m) == 0 or len(h) == 0:
+        raise ValueError("AUC needs at least one member and one non-member score")
+    ranks = stats.rankdata(np.concatenate([m, h]))
+    u = ranks[: len(m)].sum() - len(m) * (len(m) + 1) / 2
+    return float(u / (len(m) * len(h)))
+
+
+def privleak(auc_model: float, auc_retain: float) -> float:
+    """privleak = (AUC_unlearned − AUC_retain) / AUC_retain × 100. Positive: the forget set is still more
+    recognisable as members than it is for the retain model (under-unlearning); negative: over-unlearning
+    made it stand out the other way; 0 is ideal."""
+    return (auc_model - auc_retain) / auc_retain * 100.0

@@ -1,0 +1,44 @@
+"""Writing an evaluation: eval.json (per-item values), summary.json and a short report.md, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from obliviate.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+
+_ORDER = ("forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
+          "retain_rougeL_recall", "retain_prob", "retain_truth_ratio", "extraction_strength", "exact_memorization",
+          "el10", "ma", "holdout_el10", "holdout_ma", "forget_refusal_rate", "privleak", "mia_auc_loss",
+          "mia_auc_zlib", "mia_auc_mink", "mia_auc_minkpp", "mia_auc_ref")
+
+
+def fmt_value(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+            return f"{v:.3e}"
+        return f"{v:.4f}"
+    return str(v)
+
+
+def summary_markdown(summary: dict[str, Any], title: str) -> str:
+    keys = [k for k in _ORDER if k in summary] + sorted(k for k in summary if k not in _ORDER)
+    rows = "\n".join(f"| {k} | {fmt_value(summary[k])} |" for k in keys)
+    return f"# {title}\n\n| metric | value |\n|---|---|\n{rows}\n"
+
+
+def write_eval(out: Path, result, overwrite: bool = False) -> None:
+    meta = result.meta
+    notes = ["", "Forget quality: KS-test p-value of per-item forget truth ratios against the reference (retain) "
+             "model; higher is better (1 = indistinguishable). privleak: (AUC − AUC_retain)/AUC_retain × 100 with "
+             "Min-K%; 0 is ideal, > 0 means the forget set is still recognisable as training data. MIA AUCs: forget "
+             "(members, positive class) vs holdout; 0.5 = indistinguishable.", "",
+             f"Model: `{meta['model']['name']}` (fingerprint {meta['model']['fingerprint']}); reference: "
+             f"`{meta['reference']}`; scenario: {meta['scenario']['name']}; template: {meta['template']}; "
+             f"{meta['wall_time_s']} s."]
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        atomic_write_json(tmp / "eval.json", {**meta, "items": result.items})
+        atomic_write_json(tmp / "summary.json", result.summary)
+        atomic_write_text(tmp / "report.md", summary_markdown(result.summary, "Evaluation") + "\n".join(notes) + "\n")

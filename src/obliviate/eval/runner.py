@@ -1,0 +1,132 @@
+"""One model's cached passes over the scenario's splits: the only place evaluation touches the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import torch
+
+from obliviate.data.records import QA, Split
+from obliviate.data.templates import Encoded, Formatter
+from obliviate.eval.passes import PassCache, TokenStats, encoded_key, generate_pass, logprob_pass
+from obliviate.models.loading import fingerprint
+
+
+class ModelRunner:
+    """Runs and caches the teacher-forced and generation passes of one model.
+
+    Every pass is keyed by (model fingerprint, exact input token ids, parameters), in memory and on disk."""
+
+    def __init__(self, model, tokenizer, *, template: str = "auto", max_length: int = 512, batch_size: int = 32,
+                 gen_batch_size: int = 64, max_new_tokens: int = 200, cache: PassCache | None = None,
+                 name: str = "model") -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.fmt = Formatter(tokenizer, template, max_length=max_length)  # type: ignore[arg-type]
+        self.batch_size = batch_size
+        self.gen_batch_size = gen_batch_size
+        self.max_new_tokens = max_new_tokens
+        self.cache = cache or PassCache(enabled=False)
+        self.name = name
+        self._mem: dict[str, object] = {}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.model)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tok.pad_token_id
+
+    # ------------------------------------------------------------------------------------------- encoding
+
+    def encode(self, pairs: Sequence[tuple[str, str, str]]) -> list[Encoded]:
+        return self.fmt.encode_many(list(pairs))
+
+    def answer_ids(self, split: Split) -> list[list[int]]:
+        return [self.fmt.answer_ids(r.answer, eos=False) for r in split.records]
+
+    # ------------------------------------------------------------------------------------------- passes
+
+    def logprobs(self, pairs: Sequence[tuple[str, str, str]]) -> list[TokenStats]:
+        enc = self.encode(pairs)
+        key = self.cache.key("logprob", self.fingerprint, encoded_key(enc), {"v": 1})
+        if key in self._mem:
+            return self._mem[key]  # type: ignore[return-value]
+        stats = self.cache.load_stats(key)
+        if stats is None:
+            stats = logprob_pass(self.model, enc, self.pad_id, self.batch_size)
+            self.cache.save_stats(key, stats)
+        self._mem[key] = stats
+        return stats
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new: int | Sequence[int]) -> list[list[int]]:
+        key = self.cache.key("generate", self.fingerprint, [list(p) for p in prompts],
+                             {"max_new": max_new if isinstance(max_new, int) else list(max_new), "greedy": True})
+        if key in self._mem:
+            return self._mem[key]  # type: ignore[return-value]
+        out = self.cache.load_tokens(key)
+        if out is None:
+            out = generate_pass(self.model, prompts, self.pad_id, self.fmt.eos_id, max_new, self.gen_batch_size)
+            self.cache.save_tokens(key, out)
+        self._mem[key] = out
+        return out
+
+    def split_stats(self, split: Split) -> dict[str, list]:
+        """Teacher-forced stats of every answer variant of a split, from ONE batched pass:
+        `answer`, `para` (paraphrased answer, or the answer itself where there is none) and `pert` (per item,
+        one entry per perturbed answer)."""
+        pairs: list[tuple[str, str, str]] = []
+        for r in split.records:
+            pairs.append((r.id, r.question, r.answer))
+        has_pert = split.has_perturbed()
+        if has_pert:
+            for r in split.records:
+                pairs.append((f"{r.id}#para", r.question, r.paraphrased_answer or r.answer))
+                pairs += [(f"{r.id}#pert{k}", r.question, p) for k, p in enumerate(r.perturbed_answers)]
+        stats = self.logprobs(pairs)
+        n = len(split)
+        out: dict[str, list] = {"answer": stats[:n]}
+        if has_pert:
+            para, pert, pos = [], [], n
+            for r in split.records:
+                para.append(stats[pos])
+                pert.append(stats[pos + 1: pos + 1 + len(r.perturbed_answers)])
+                pos += 1 + len(r.perturbed_answers)
+            out["para"], out["pert"] = para, pert
+        return out
+
+    def generations(self, split: Split) -> list[str]:
+        """Greedy answers to the split's questions (stop at EOS, up to max_new_tokens), decoded."""
+        prompts = [self.fmt.prompt_ids(r.question) for r in split.records]
+        ids = self.generate_ids(prompts, self.max_new_tokens)
+        return [self.tok.decode(x, skip_special_tokens=True).strip() for x in ids]
+
+    def el_continuations(self, split: Split, n: int) -> list[list[list[int]]]:
+        """For EL_n: per item, the greedy continuation from the prompt plus the first t answer tokens, for
+        t = 0..T−n−1, each as long as the rest of the answer."""
+        prompts, limits, owner = [], [], []
+        answers = self.answer_ids(split)
+        for i, (r, ans) in enumerate(zip(split.records, answers, strict=True)):
+            p = self.fmt.prompt_ids(r.question)
+            for t in range(max(0, len(ans) - n)):
+                prompts.append(p + ans[:t])
+                limits.append(len(ans) - t)
+                owner.append(i)
+        conts = self.generate_ids(prompts, limits) if prompts else []
+        out: list[list[list[int]]] = [[] for _ in answers]
+        for i, c in zip(owner, conts, strict=True):
+            out[i].append(c)
+        return out
+
+
+def qa_pairs(records: Sequence[QA]) -> list[tuple[str, str, str]]:
+    return [(r.id, r.question, r.answer) for r in records]
+
+
+def set_threads(n: int | None) -> None:
+    """`torch.set_num_threads` = the cores available unless told otherwise (METHODS.md, "This CPU")."""
+    import os
+
+    torch.set_num_threads(n or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (n or os.cpu_count() or 1))
