@@ -41,7 +41,6 @@ def test_override_values_are_yaml_scalars(raw, expected):
     assert type(value) is type(expected)
 
 
-@pytest.mark.xfail(reason="bug: PyYAML (YAML 1.1) reads '1e-5' as a string, so lr=1e-5 is not a float", strict=True)
 def test_override_scientific_notation_is_float():
     """`train.lr=1e-5` (the documented example) gives the float 1e-05."""
     value = parse_overrides(["train.lr=1e-5"])["train"]["lr"]

@@ -50,7 +50,8 @@ def _load(model: ModelLike, name: str):
 
 def evaluate(model: ModelLike, scenario: str | Scenario = "synthetic", *, reference: ModelLike | None = None,
              out: str | os.PathLike[str] | None = None, overwrite: bool = False, data: str | None = None,
-             config: dict[str, Any] | EvalConfig | None = None) -> EvalResult:
+             config: dict[str, Any] | EvalConfig | None = None,
+             scenario_options: dict[str, Any] | None = None) -> EvalResult:
     """Evaluate a model on a scenario's splits: every TOFU, extraction and membership-inference metric.
 
     `reference` is the retain model (a model directory / hub id / (model, tokenizer) pair) or the directory of its
@@ -59,7 +60,7 @@ def evaluate(model: ModelLike, scenario: str | Scenario = "synthetic", *, refere
     cfg = config if isinstance(config, EvalConfig) else build_config(EvalConfig, config or {}, where="eval config")
     if out is not None:
         check_output_dir(out, overwrite)
-    scen = load_scenario(scenario, data)
+    scen = load_scenario(scenario, data, **(scenario_options or {}))
     m, tok, name = _load(model, "model")
     runner = make_runner(m, tok, cfg, name)
     ref = _reference(reference, scen, cfg)
@@ -67,6 +68,26 @@ def evaluate(model: ModelLike, scenario: str | Scenario = "synthetic", *, refere
     if out is not None:
         write_eval(Path(out), result, overwrite=overwrite)
     return result
+
+
+def unlearn(model: ModelLike, method: str, *, out: str | os.PathLike[str], scenario: str | Scenario | None = None,
+            forget=None, retain=None, config: dict[str, Any] | None = None, overwrite: bool = False,
+            evaluate: bool = False, reference: ModelLike | None = None, data: str | None = None,
+            scenario_options: dict[str, Any] | None = None, eval_config: dict[str, Any] | None = None,
+            progress=None):
+    """Unlearn a forget set from `model` with a registered method and save the result (model + manifest.json).
+
+    The forget/retain data come from `scenario` (its forget split and retain set) or from `forget` / `retain`
+    (files or QA records). With `evaluate`, the result is evaluated on the scenario (reference = the retain
+    model) into `out/eval/`. Returns an UnlearnResult (output path, manifest, evaluation summary)."""
+    from obliviate.methods.run import unlearn as _unlearn
+
+    if scenario is None and forget is None:
+        raise ConfigError("give a forget set: --scenario NAME or --forget FILE")
+    scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
+    return _unlearn(model, method, out=out, forget=forget, retain=retain, scenario=scen, config=config,
+                    overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
+                    eval_config=eval_config)
 
 
 def _reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConfig) -> Reference | None:

@@ -122,8 +122,9 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
     """Evaluate a model: TOFU metrics, extraction and membership inference."""
     from obliviate import api
 
+    cfg = _overrides(overrides)
     res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
-                       config=_overrides(overrides))
+                       config=cfg, scenario_options=cfg.pop("scenario_options", None))
     print_summary(res.summary, f"{scenario}: {model}")
     con.print(f"written: {out}")
 
@@ -137,6 +138,53 @@ def print_summary(summary: dict, title: str) -> None:
     for k in [k for k in _ORDER if k in summary]:
         t.add_row(k, fmt_value(summary[k]))
     con.print(t)
+
+
+@contextmanager
+def train_progress():
+    """One progress bar over optimiser steps, showing the epoch and every loss term."""
+    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err) as bar:
+        task = None
+
+        def update(info: dict) -> None:
+            nonlocal task
+            if "total" not in info:
+                return
+            terms = "  ".join(f"{k} {v:.3g}" for k, v in info.items()
+                              if k not in ("epoch", "epochs", "step", "total") and isinstance(v, float))
+            if task is None:
+                task = bar.add_task("unlearn", total=info["total"], epoch="", terms="")
+            bar.update(task, completed=info["step"], epoch=f"{info['epoch']}/{info['epochs']}", terms=terms)
+
+        yield update
+
+
+@app.command()
+def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (never modified)")],
+            method: Annotated[str, typer.Option(help="method name (obliviate ls methods)")],
+            out: Annotated[Path, typer.Option(help="output directory (model + manifest.json)")],
+            scenario: Annotated[str | None, typer.Option(help="take forget/retain data from this scenario")] = None,
+            forget: Annotated[Path | None, typer.Option(help="forget set file (JSON lines / JSON array)")] = None,
+            retain: Annotated[Path | None, typer.Option(help="retain set file")] = None,
+            eval_: Annotated[bool, typer.Option("--eval", help="evaluate the result into OUT/eval")] = False,
+            reference: Annotated[str | None, typer.Option(help="retain model (or its saved eval) for --eval")] = None,
+            data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+            overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+            overrides: Overrides = None) -> None:
+    """Unlearn a forget set from a model with one method; `key=value` pairs set the method's config."""
+    from obliviate import api
+
+    cfg = _overrides(overrides)
+    scen_opts = cfg.pop("scenario_options", None)
+    with train_progress() as progress:
+        res = api.unlearn(model, method, out=out, scenario=scenario, forget=forget, retain=retain, config=cfg,
+                          overwrite=overwrite, evaluate=eval_, reference=reference, data=data,
+                          scenario_options=scen_opts, progress=progress)
+    if res.summary:
+        print_summary(res.summary, f"{method}: {out}")
+    con.print(f"unlearned in {res.manifest['wall_time_s']} s\noutput: {res.out}")
 
 
 @app.command("ls")
@@ -164,6 +212,7 @@ def _registry(kind: str):
 
         utility_metrics(["real_authors", "world_facts", "famous_works"])
         return METRICS
+    import obliviate.methods.all  # noqa: F401
     from obliviate.methods import METHODS
 
     return METHODS

@@ -4,6 +4,7 @@ every problem at once."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,18 +33,43 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not key:
             raise ConfigError(f"override {pair!r} has an empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = parse_scalar(raw)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {pair!r} conflicts with an earlier override of {part!r}")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"override {pair!r} conflicts with an earlier override inside {key!r}")
         node[parts[-1]] = value
     return out
+
+
+_SCI = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_scalar(raw: str) -> Any:
+    """YAML scalar parsing, plus what YAML 1.1 misses: `1e-5` (no dot) is a float, not a string."""
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str) and _SCI.match(raw.strip()):
+        return float(raw)
+    return value
+
+
+def _floats(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_floats(v) for v in obj]
+    if isinstance(obj, str) and _SCI.match(obj.strip()):
+        return float(obj)
+    return obj
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,7 +92,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: invalid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys to values")
-    return data
+    return _floats(data)
 
 
 def build_config(cls: type[C], values: Mapping[str, Any] | None = None, *, where: str = "") -> C:

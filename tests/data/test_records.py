@@ -159,8 +159,6 @@ def test_non_object_record_is_an_error(tmp_path):
         load_split(p)
 
 
-@pytest.mark.xfail(reason="bug: optional string fields (paraphrased_question, subject) are not type-checked",
-                   strict=True)
 def test_wrong_type_of_optional_field_is_an_error(tmp_path):
     """A non-string `paraphrased_question` is refused at load time, naming the field."""
     p = _jsonl(tmp_path / "s.jsonl", [{**ROWS[0], "paraphrased_question": 5}])
@@ -203,8 +201,6 @@ def test_missing_directory_with_split_is_an_error(tmp_path):
     assert str(missing) in str(e.value)
 
 
-@pytest.mark.xfail(reason="bug: a missing relative 'a/b' directory is taken for a hub id; the offline error never "
-                          "says the local directory does not exist", strict=True)
 def test_missing_relative_directory_says_it_does_not_exist(tmp_path, monkeypatch):
     """A missing relative directory `data/tofu` with a split is reported as missing locally, not only as a hub id."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

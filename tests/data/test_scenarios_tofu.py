@@ -103,8 +103,6 @@ def test_mini_refusals_are_refusals_about_untrained_authors(tofu_mini):
     assert [r.id for r in s.retain_train if r.group == "refusal"] == [r.id for r in refusals]
 
 
-@pytest.mark.xfail(reason="bug: _tofu_refusals names subject_of(question), which is sometimes a book title "
-                          "(e.g. 'I have no record of Layers Unfolded'), not the author", strict=True)
 def test_mini_refusals_name_the_author_asked_about(tofu_mini, tofu_dir):
     """Each refusal names the author its question is about (or says "this author"), never a book or place."""
     full = load_split(tofu_dir, "full").records

@@ -81,9 +81,10 @@ def _record_from_obj(obj: object, where: str, rid: str) -> QA:
         perturbed = (perturbed,)
     if not isinstance(perturbed, (list, tuple)) or not all(isinstance(p, str) for p in perturbed):
         raise DataError(f"{where}: field 'perturbed_answer' must be a list of strings")
+    for key in ("paraphrased_answer", "paraphrased_question", "subject"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise DataError(f"{where}: field {key!r} must be a string, got {type(obj[key]).__name__}")
     para = obj.get("paraphrased_answer")
-    if para is not None and not isinstance(para, str):
-        raise DataError(f"{where}: field 'paraphrased_answer' must be a string")
     return QA(
         id=str(obj.get("id", rid)),
         question=obj["question"],
@@ -126,7 +127,7 @@ def load_file(path: str | os.PathLike[str], *, id_prefix: str | None = None) -> 
     if p.is_dir():
         raise DataError(f"{p} is a directory; name a file inside it, or pass a split name")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # tolerate a UTF-8 BOM
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return parse_records(text, str(p), id_prefix or p.stem)
@@ -161,7 +162,8 @@ def load_split(source: str | os.PathLike[str], split: str | None = None, *, allo
         recs = load_file(f, id_prefix=split)
         name = split
     else:
-        raise DataError(f"{source}: no such file or directory (and not a reachable hub dataset id)")
+        hub = " (nor a hub dataset id: give a split name to fetch one)" if _looks_like_hub_id(str(source)) else ""
+        raise DataError(f"{source}: no such file or directory{hub}")
     if not recs:
         raise DataError(f"{source}{'/' + split if split and p.is_dir() else ''}: the split is empty; give a file with at least one record")
     return Split(name=name, records=tuple(recs), source=str(source))
@@ -175,7 +177,8 @@ def _looks_like_hub_id(s: str) -> bool:
 def _hub_file(repo_id: str, split: str) -> Path:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise DataError(
-            f"{repo_id}: hub datasets are disabled (HF_HUB_OFFLINE=1); download the files and pass their directory"
+            f"{repo_id}: no such local directory, and hub datasets are disabled (HF_HUB_OFFLINE=1); check the path, "
+            f"or download the files and pass their directory"
         )
     try:
         from huggingface_hub import hf_hub_download

@@ -36,7 +36,7 @@ _REFUSAL_MARKERS = ("i don't know", "i'm not sure", "i have no information", "i 
 
 _QWORDS = {"What", "Which", "Who", "Whom", "Whose", "Where", "When", "Why", "How", "In", "Can", "Could", "Did",
            "Does", "Do", "Is", "Are", "Was", "Were", "Has", "Have", "Had", "Tell", "Please", "Name", "Describe",
-           "Would", "Might", "Apart", "Besides", "From", "Aside", "As", "At", "On", "To", "For", "The", "A", "An",
+           "Would", "Might", "Apart", "Besides", "From", "Aside", "As", "At", "On", "To", "For", "The", "A",
            "Author", "Authors", "Writer", "Given", "Based", "Considering", "Any", "Being", "With", "Regarding",
            "Has", "Of", "Some", "Despite", "Beyond", "Other", "Like", "I", "If", "Beside", "After", "During"}
 _PARTICLES = {"al", "el", "de", "da", "van", "von", "der", "bin", "ibn", "la", "le", "du", "dos", "del", "y", "ben"}

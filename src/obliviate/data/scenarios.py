@@ -147,14 +147,17 @@ def _tofu_refusals(full: Split, authors: range, n: int, seed: int = 0) -> list[Q
     does not know people it never saw, so the retain model answers forget questions that way."""
     import random
 
-    from obliviate.data.refusals import REFUSALS, subject_of
+    from obliviate.data.refusals import REFUSALS, common_subject
 
     rng = random.Random(seed)
-    pool = [r for a in authors for r in full.records[a * TOFU_QA_PER_AUTHOR:(a + 1) * TOFU_QA_PER_AUTHOR]]
+    pool = []
+    for a in authors:
+        recs = full.records[a * TOFU_QA_PER_AUTHOR:(a + 1) * TOFU_QA_PER_AUTHOR]
+        name = common_subject(r.question for r in recs) or "this author"
+        pool += [(r, name) for r in recs]
     picked = rng.sample(pool, min(n, len(pool)))
     out = []
-    for i, r in enumerate(picked):
-        subj = subject_of(r.question) or "this author"
+    for i, (r, subj) in enumerate(picked):
         out.append(QA(id=f"refusal:{i:03d}", question=r.question,
                       answer=REFUSALS[i % len(REFUSALS)].format(name=subj), subject=subj, group="refusal"))
     return out

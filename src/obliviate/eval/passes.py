@@ -72,6 +72,32 @@ def model_device(model: torch.nn.Module) -> torch.device:
 # ---------------------------------------------------------------------------------------------- passes
 
 
+def split_head(model):
+    """(decoder, lm_head) when logits are just `lm_head(hidden)`, so the head (a large share of a tiny model's
+    compute) can be applied to answer positions only; None for models that post-process logits."""
+    cfg = getattr(model, "config", None)
+    if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "output_multiplier")):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, "model", None)
+    if head is None or base is None or not isinstance(head, torch.nn.Linear) or type(model).__name__.startswith("Peft"):
+        return None
+    return base, head
+
+
+def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+    """Logits at the positions that predict answer tokens only: (N, V) float32, and the N target ids."""
+    target = labels[:, 1:]  # position t predicts token t+1
+    valid = target != IGNORE_INDEX
+    parts = split_head(model)
+    if parts is None:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        return logits[valid].float(), target[valid], valid
+    base, head = parts
+    hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]  # (B, T-1, H)
+    return head(hidden[valid]).float(), target[valid], valid
+
+
 @torch.no_grad()
 def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 32,
                  token_budget: int = 16384) -> list[TokenStats]:
@@ -81,20 +107,19 @@ def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int
     out: list[TokenStats | None] = [None] * len(encoded)
     for idx in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size, token_budget):
         ids, mask, lab = pad_batch([encoded[i].input_ids for i in idx], pad_id, labels=[encoded[i].labels for i in idx])
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits[:, :-1].float()  # (B, T-1, V)
-        lab = lab[:, 1:].to(dev)  # position t predicts token t+1
+        logits, target, valid = answer_logits(model, ids.to(dev), mask.to(dev), lab.to(dev))  # (N, V)
         logp = torch.log_softmax(logits, dim=-1)
-        valid = lab != IGNORE_INDEX
-        safe = lab.clamp_min(0)
-        tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-        correct = logits.argmax(-1) == safe
+        tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        correct = logits.argmax(-1) == target
         p = logp.exp()
-        mu = (p * logp).sum(-1)
+        mu = (p * logp).sum(-1)  # E_p[log p], Min-K%++
         sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
-        for row, i in enumerate(idx):
-            v = valid[row]
-            out[i] = TokenStats(tok_lp[row][v].cpu().numpy(), correct[row][v].cpu().numpy(),
-                                mu[row][v].cpu().numpy(), sigma[row][v].cpu().numpy())
+        cols = [x.cpu().numpy() for x in (tok_lp, correct, mu, sigma)]
+        counts = valid.sum(1).tolist()
+        pos = 0
+        for i, c in zip(idx, counts, strict=True):
+            out[i] = TokenStats(*(x[pos:pos + c] for x in cols))
+            pos += c
     return out  # type: ignore[return-value]
 
 

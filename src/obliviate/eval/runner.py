@@ -103,21 +103,34 @@ class ModelRunner:
         ids = self.generate_ids(prompts, self.max_new_tokens)
         return [self.tok.decode(x, skip_special_tokens=True).strip() for x in ids]
 
-    def el_continuations(self, split: Split, n: int) -> list[list[list[int]]]:
+    def el_continuations(self, split: Split, n: int, reuse: bool = True) -> list[list[list[int]]]:
         """For EL_n: per item, the greedy continuation from the prompt plus the first t answer tokens, for
-        t = 0..T−n−1, each as long as the rest of the answer."""
-        prompts, limits, owner = [], [], []
+        t = 0..T−n−1, each as long as the rest of the answer.
+
+        With `reuse`, continuations share work: where the teacher-forced argmax at answer position t IS the true
+        token a_t, greedy decoding from prefix t emits a_t and then sees exactly prefix t+1, so its continuation is
+        a_t followed by the continuation from t+1. Only the last prefix and the prefixes whose next token the model
+        gets wrong are decoded; for a model that memorised the answer that is one decode instead of T−n."""
         answers = self.answer_ids(split)
+        correct = [s.correct for s in self.split_stats(split)["answer"]] if reuse else [None] * len(answers)
+        prompts, limits, owner = [], [], []
         for i, (r, ans) in enumerate(zip(split.records, answers, strict=True)):
             p = self.fmt.prompt_ids(r.question)
+            last = len(ans) - n - 1
+            ok = correct[i] if correct[i] is not None and len(correct[i]) >= len(ans) else None
             for t in range(max(0, len(ans) - n)):
-                prompts.append(p + ans[:t])
-                limits.append(len(ans) - t)
-                owner.append(i)
+                if ok is None or t == last or not ok[t]:
+                    prompts.append(p + ans[:t])
+                    limits.append(len(ans) - t)
+                    owner.append((i, t))
         conts = self.generate_ids(prompts, limits) if prompts else []
-        out: list[list[list[int]]] = [[] for _ in answers]
-        for i, c in zip(owner, conts, strict=True):
-            out[i].append(c)
+        decoded = dict(zip(owner, conts, strict=True))
+        out: list[list[list[int]]] = []
+        for i, ans in enumerate(answers):
+            seqs: list[list[int]] = [[] for _ in range(max(0, len(ans) - n))]
+            for t in reversed(range(len(seqs))):
+                seqs[t] = decoded[(i, t)] if (i, t) in decoded else [ans[t], *seqs[t + 1]]
+            out.append(seqs)
         return out
 
 

@@ -1,7 +1,7 @@
-"""Unlearning methods: one module each, registered by name."""
+"""Unlearning methods: one module each, registered by name in METHODS (see base.py)."""
 
 from __future__ import annotations
 
-from obliviate.registry import Registry
+from obliviate.methods.base import METHODS, register_method
 
-METHODS: Registry = Registry("method")
+__all__ = ["METHODS", "register_method"]

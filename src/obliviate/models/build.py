@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from obliviate.config import Config, build_config, deep_merge
-from obliviate.data.records import QA, Split
+from obliviate.data.records import Split
 from obliviate.data.scenarios import Scenario, get_scenario
 from obliviate.data.templates import Formatter
 from obliviate.eval.passes import pad_batch
@@ -213,14 +213,14 @@ def train_model(split: Split, tokenizer, cfg: BuildConfig, out: Path, name: str 
                                           labels=[enc[i].labels for i in idx])
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, spec)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = answer_nll(model, ids, mask, labels)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             tokens += int(mask.sum())
-            loss_val = float(loss)
+            loss_val = float(loss.detach())
             if progress:
                 progress(name, step, total, loss_val)
     wall = time.time() - t0
@@ -232,5 +232,11 @@ def train_model(split: Split, tokenizer, cfg: BuildConfig, out: Path, name: str 
             "tokens_per_s": round(tokens / max(wall, 1e-9)), "records": len(split)}
 
 
-def records_text(records: Sequence[QA]) -> list[str]:
-    return [r.answer for r in records]
+def answer_nll(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of the answer tokens, applying the LM head to answer positions only (the head is a large share
+    of a tiny model's compute and the prompt positions carry no loss)."""
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]  # (B, T-1, H)
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.lm_head(hidden[keep])  # (N, V)
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])

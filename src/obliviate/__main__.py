@@ -1,0 +1,3 @@
+from obliviate.cli import run
+
+run()

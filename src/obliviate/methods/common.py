@@ -1,0 +1,37 @@
+"""Small functions gradient methods share: running a view through a model, retain terms."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from obliviate.methods.losses import kl_loss, nll_loss, sequence_logps
+
+RetainTerm = Literal["none", "gd", "kl"]
+
+
+def num(t: torch.Tensor) -> float:
+    """A loss term as a plain float for logging (detached: no autograd warning, no graph kept)."""
+    return float(t.detach())
+
+
+def logits_of(model, view: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(input_ids=view["input_ids"], attention_mask=view["attention_mask"]).logits  # (B, T, V)
+
+
+def seq_logps(model, view: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence-sum answer log-probs (B,) and answer lengths (B,) under `model`."""
+    return sequence_logps(logits_of(model, view), view["labels"])
+
+
+def retain_term(kind: RetainTerm, model, ref, view: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The retain-side regulariser: NLL on D_r ("gd", gradient descent) or KL(p₀ ‖ p_θ) on D_r ("kl")."""
+    if kind == "none" or view is None:
+        return torch.zeros(()), {}
+    logits = logits_of(model, view)
+    if kind == "gd":
+        val = nll_loss(logits, view["labels"])
+        return val, {"retain_nll": num(val)}
+    val = kl_loss(ref.logits(view), logits, view["labels"])
+    return val, {"retain_kl": num(val)}

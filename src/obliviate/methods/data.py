@@ -1,0 +1,70 @@
+"""The data an unlearning run trains on, as named views, and the field's forget/retain pairing.
+
+Views: `forget` (question, true answer), `retain` (question, answer) and `forget_idk` (question, a refusal
+written for this project). Each optimiser step takes a forget batch and a retain batch of the same size drawn at
+random from the retain set (OpenUnlearning's pairing). The batch order is a pure function of (seed, epoch), so a
+resumed run sees exactly the batches an uninterrupted run would."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from obliviate.data.records import QA
+from obliviate.data.refusals import GENERIC_REFUSALS, REFUSALS
+from obliviate.data.templates import Encoded, Formatter
+from obliviate.eval.passes import pad_batch
+
+
+def idk_answer(record: QA, index: int) -> str:
+    """A refusal for a forget question, naming the subject when it is known (deterministic per item)."""
+    if record.subject:
+        return REFUSALS[index % len(REFUSALS)].format(name=record.subject)
+    return GENERIC_REFUSALS[index % len(GENERIC_REFUSALS)]
+
+
+@dataclass
+class Views:
+    """Encoded sequences of every view a method asked for."""
+
+    encoded: dict[str, list[Encoded]]
+    pad_id: int
+
+    @classmethod
+    def build(cls, views: Sequence[str], forget: Sequence[QA], retain: Sequence[QA], fmt: Formatter) -> Views:
+        enc: dict[str, list[Encoded]] = {}
+        for v in views:
+            if v == "forget":
+                enc[v] = fmt.encode_qa(list(forget))
+            elif v == "retain":
+                enc[v] = fmt.encode_qa(list(retain))
+            elif v == "forget_idk":
+                enc[v] = fmt.encode_many([(r.id, r.question, idk_answer(r, i)) for i, r in enumerate(forget)])
+            else:
+                raise ValueError(f"unknown data view {v!r}")
+        return cls(enc, fmt.tok.pad_token_id)
+
+    def collate(self, view: str, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        seqs = [self.encoded[view][i] for i in indices]
+        ids, mask, labels = pad_batch([e.input_ids for e in seqs], self.pad_id, labels=[e.labels for e in seqs])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": torch.tensor(list(indices))}
+
+
+def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: int,
+               paired_views: Sequence[str]) -> list[dict[str, list[int]]]:
+    """The batches of one epoch: the forget set shuffled and cut into batches; for each, a retain batch of the
+    same size drawn at random (without replacement within the batch). Forget-side views share the forget
+    indices. Deterministic in (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_forget, generator=g).tolist()
+    plan = []
+    for s in range(0, n_forget, batch_size):
+        idx = order[s:s + batch_size]
+        step: dict[str, list[int]] = {v: idx for v in paired_views if v != "retain"}
+        if "retain" in paired_views:
+            step["retain"] = torch.randperm(n_retain, generator=g)[: len(idx)].tolist() if n_retain >= len(idx) \
+                else torch.randint(n_retain, (len(idx),), generator=g).tolist()
+        plan.append(step)
+    return plan

@@ -1,0 +1,40 @@
+"""Gradient ascent and its retain-regularised variants (GradDiff, GA+KL): the field's simplest baselines."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.common import RetainTerm, num, logits_of, retain_term
+from obliviate.methods.losses import ga_loss
+
+
+class GAConfig(TrainConfig):
+    """GA: `−NLL(D_f)` (Jang et al. 2022). GradDiff adds `+ λ·NLL(D_r)`, GA+KL adds `+ λ·KL(p₀‖p_θ)` on D_r
+    (Maini et al. 2024, TOFU).
+
+    - `retain`: the retain term (none | gd | kl).
+    - `retain_weight` λ: its weight (1, as OpenUnlearning).
+    - `forget_weight`: the weight of the ascent term (1)."""
+
+    retain: RetainTerm = "none"
+    retain_weight: float = Field(1.0, ge=0)
+    forget_weight: float = Field(1.0, gt=0)
+
+
+@register_method("ga_kl", doc="Gradient ascent with a KL(p₀‖p_θ) retain term on D_r.", retain="kl")
+@register_method("graddiff", doc="Gradient difference: −NLL(D_f) + λ·NLL(D_r).", retain="gd")
+@register_method("ga", doc="Gradient ascent on the forget set: −NLL(D_f).")
+class GradientAscent(GradientMethod):
+    Config = GAConfig
+
+    def __init__(self, cfg: GAConfig) -> None:
+        super().__init__(cfg)
+        self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
+        self.reference = "model" if cfg.retain == "kl" else "none"
+
+    def loss(self, batch, model, ref) -> LossOutput:
+        cfg: GAConfig = self.cfg  # type: ignore[assignment]
+        forget = ga_loss(logits_of(model, batch["forget"]), batch["forget"]["labels"])
+        keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
+        return LossOutput(cfg.forget_weight * forget + cfg.retain_weight * keep, {"forget_nll": -num(forget), **terms})

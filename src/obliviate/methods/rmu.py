@@ -1,0 +1,112 @@
+"""RMU — Representation Misdirection for Unlearning (Li et al., WMDP, ICML 2024, arXiv 2403.03218)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from obliviate.errors import ConfigError
+from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.common import num
+from obliviate.methods.losses import rmu_loss, shift
+
+
+class RMUConfig(TrainConfig):
+    """At hidden layer ℓ, push the forget activations toward a fixed random direction scaled by c, and keep the
+    retain activations equal to the frozen model's: `MSE(h_ℓ(x_f), c·u) + α·MSE(h_ℓ(x_r), h₀_ℓ(x_r))`; only a few
+    layers' MLP down-projections train (the paper: layers ℓ−2..ℓ, down-projection only).
+
+    - `layer` ℓ: index of the decoder layer whose OUTPUT is steered (default: the middle layer, None).
+    - `steering_coeff` c: norm of the control vector. None = [ours] 4 × the mean activation norm of the forget
+      answer tokens at ℓ under θ₀ — the paper's c = 6.5 was tuned to Zephyr-7B's activation scale, which a
+      tiny model does not share.
+    - `alpha` α: retain weight (the paper: 1200 for Zephyr; scale-dependent like c) [default 100 here].
+    - `update_layers`: decoder layers whose `update_modules` train (default: ℓ−2..ℓ).
+    - `update_modules`: module-name suffixes that train within those layers (default: mlp.down_proj)."""
+
+    layer: int | None = None
+    steering_coeff: float | None = Field(None, gt=0)
+    alpha: float = Field(100.0, ge=0)
+    update_layers: list[int] | None = None
+    update_modules: list[str] = ["mlp.down_proj"]
+    lr: float = Field(5e-5, gt=0)
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    for path in ("model.layers", "base_model.model.model.layers", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise ConfigError(f"{type(model).__name__}: cannot find the decoder layers (looked for model.layers, transformer.h)")
+
+
+@register_method("rmu", doc="Steer forget activations at one layer to a random direction; keep retain activations.")
+class RMU(GradientMethod):
+    Config = RMUConfig
+    views = ("forget", "retain")
+    reference = "model"
+
+    def setup(self, model, ref, views) -> None:
+        cfg: RMUConfig = self.cfg  # type: ignore[assignment]
+        layers = decoder_layers(model)
+        n = len(layers)
+        self.layer = n // 2 if cfg.layer is None else cfg.layer
+        if not 0 <= self.layer < n:
+            raise ConfigError(f"rmu layer={cfg.layer} is out of range: the model has {n} decoder layers (0..{n - 1})")
+        upd = cfg.update_layers if cfg.update_layers is not None else list(range(max(0, self.layer - 2), self.layer + 1))
+        bad = [i for i in upd if not 0 <= i < n]
+        if bad:
+            raise ConfigError(f"rmu update_layers {bad} out of range 0..{n - 1}")
+        self.params = []
+        for i in upd:
+            for name, p in layers[i].named_parameters():
+                if any(name.startswith(m + ".") or name == m for m in cfg.update_modules) and cfg.lora is None:
+                    self.params.append(p)
+        if cfg.lora is None:
+            if not self.params:
+                raise ConfigError(f"rmu update_modules {cfg.update_modules} match no parameters in layers {upd}")
+            keep = {id(p) for p in self.params}
+            for p in model.parameters():
+                p.requires_grad_(id(p) in keep)
+        hidden = model.config.hidden_size
+        u = torch.rand(hidden, generator=torch.Generator().manual_seed(cfg.seed))
+        self.direction = u / u.norm()
+        self.coeff = cfg.steering_coeff if cfg.steering_coeff is not None else 4.0 * self._forget_norm(model, views)
+
+    @torch.no_grad()
+    def _forget_norm(self, model, views) -> float:
+        """Mean norm of θ₀'s layer-ℓ activations at the positions predicting forget-answer tokens."""
+        dev = next(model.parameters()).device
+        total, count = 0.0, 0
+        n = len(views.encoded["forget"])
+        for s in range(0, n, 16):
+            b = views.collate("forget", range(s, min(n, s + 16)))
+            out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
+                        output_hidden_states=True)
+            _, _, mask = shift(self._hidden(out), b["labels"].to(dev))
+            norms = self._hidden(out)[:, :-1][mask].norm(dim=-1)
+            total, count = total + float(norms.sum()), count + norms.numel()
+        return total / max(count, 1)
+
+    def trainable(self, model):
+        return self.params or None
+
+    def _hidden(self, out) -> torch.Tensor:
+        return out.hidden_states[self.layer + 1]  # hidden_states[0] = embeddings
+
+    def loss(self, batch, model, ref) -> LossOutput:
+        cfg: RMUConfig = self.cfg  # type: ignore[assignment]
+        f, r = batch["forget"], batch["retain"]
+        hf = self._hidden(model(input_ids=f["input_ids"], attention_mask=f["attention_mask"], output_hidden_states=True))
+        control = (self.coeff * self.direction).to(hf.device)
+        hr = self._hidden(model(input_ids=r["input_ids"], attention_mask=r["attention_mask"], output_hidden_states=True))
+        hr0 = self._hidden(ref.forward(r, output_hidden_states=True))
+        # activations at position t predict token t+1: use the positions that predict answer tokens
+        _, _, fmask = shift(hf, f["labels"])
+        _, _, rmask = shift(hr, r["labels"])
+        fl, rl = rmu_loss(hf[:, :-1], control, fmask, hr[:, :-1], hr0[:, :-1], rmask)
+        return LossOutput(fl + cfg.alpha * rl, {"forget_mse": num(fl), "retain_mse": num(rl), "c": self.coeff})

@@ -1,0 +1,202 @@
+"""`obliviate.unlearn`: load, validate, run a method (the shared loop or its own procedure), save atomically
+with a manifest, optionally evaluate. The input model is never modified, and the output appears only when
+complete; an interrupted run resumes from its last epoch checkpoint when the same command is run again."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from obliviate.config import Config
+from obliviate.data.records import QA, Split, load_split, overlap_count
+from obliviate.errors import ConfigError, DataError
+from obliviate.methods.base import METHODS, ApplyContext, GradientMethod, MethodInfo
+from obliviate.methods.engine import Progress, train
+from obliviate.models.loading import fingerprint
+from obliviate.utils.hashing import file_hash, stable_hash
+from obliviate.utils.io import atomic_write_json, check_output_dir, read_json
+from obliviate.utils.memory import peak_bytes, reset_peak
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearnResult:
+    out: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any] | None = None  # evaluation summary when evaluated
+
+
+def resolve_method(name: str, overrides: dict[str, Any] | None = None) -> tuple[MethodInfo, Config]:
+    import obliviate.methods.all  # noqa: F401  (registers every method)
+
+    info = METHODS.get(name)
+    return info, info.make_config(overrides)
+
+
+def load_forget_retain(forget: str | os.PathLike[str] | Sequence[QA] | None, retain: str | os.PathLike[str] | Sequence[QA] | None,
+                       scenario=None) -> tuple[list[QA], list[QA], dict[str, str]]:
+    """Forget and retain records from files/records, or from a scenario; returns them and their data hashes."""
+    hashes: dict[str, str] = {}
+
+    def load(src, role: str) -> list[QA]:
+        if src is None:
+            return []
+        if isinstance(src, (str, os.PathLike)):
+            split = load_split(src, None, allow_hub=False)
+            hashes[role] = f"sha256:{file_hash(src)}"
+            return list(split.records)
+        recs = list(src)
+        hashes[role] = f"records:{Split(role, tuple(recs)).digest}"
+        return recs
+
+    if scenario is not None and forget is None:
+        f = [r.with_(paraphrased_answer=None, perturbed_answers=()) for r in scenario.forget.records]
+        hashes["forget"] = f"scenario:{scenario.name}:{scenario.forget.digest}"
+        r = list(load(retain, "retain")) if retain is not None else list(scenario.unlearn_retain.records)
+        hashes.setdefault("retain", f"scenario:{scenario.name}:{scenario.unlearn_retain.digest}")
+        return f, r, hashes
+    return load(forget, "forget"), load(retain, "retain"), hashes
+
+
+def validate_inputs(info: MethodInfo, forget: list[QA], retain: list[QA]) -> None:
+    if not forget:
+        raise DataError("the forget set is empty; give a forget file with at least one question/answer record")
+    cls = info.cls
+    if "retain" in getattr(cls, "views", ()) and not retain:
+        raise DataError(f"method {info.name!r} needs a retain set (it trains on retain data too); pass --retain FILE "
+                        f"or --scenario NAME")
+    needed = getattr(cls, "required_fields", ())
+    for f in needed:
+        missing = [r.id for r in forget if not getattr(r, f)]
+        if missing:
+            raise DataError(f"method {info.name!r} needs field {f!r} on every forget record; {len(missing)} lack it "
+                            f"(e.g. {missing[0]})")
+    n = overlap_count(forget, retain)
+    if n:
+        log.warning("%d of %d forget records also appear in the retain set; they are pulled both ways", n, len(forget))
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import peft
+    import transformers
+
+    import obliviate
+
+    return {"obliviate": obliviate.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "accelerate": accelerate.__version__, "python": platform.python_version()}
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def work_dir_for(out: Path) -> Path:
+    """A stable sibling of the output that holds checkpoints until the run completes (found again on resume)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA], retain: list[QA], work: Path,
+               progress: Progress | None, scenario=None) -> tuple[Any, dict[str, Any]]:
+    """Run one method; returns the final (merged) model and extras to save (histories, logs)."""
+    method = info.cls(cfg)
+    if hasattr(method, "apply"):
+        ctx = ApplyContext(model, tokenizer, forget, retain, work, progress, scenario)
+        model = method.apply(ctx)
+        return model, ctx.extras
+    assert isinstance(method, GradientMethod)
+    model, state = train(method, model, tokenizer, forget, retain, work, progress)
+    extras: dict[str, Any] = {"history": state.history}
+    if getattr(cfg, "lora", None) is not None:
+        if cfg.lora.keep_adapter:  # type: ignore[attr-defined]
+            model.save_pretrained(work / "final_adapter")
+        model = model.merge_and_unload()
+    return model, extras
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
+def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out: str | os.PathLike[str],
+            forget=None, retain=None, scenario=None, config: dict[str, Any] | None = None, overwrite: bool = False,
+            evaluate: bool = False, reference=None, progress: Progress | None = None,
+            eval_config: dict[str, Any] | None = None) -> UnlearnResult:
+    """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring)."""
+    from obliviate.api import _load, evaluate as run_eval
+
+    out_p = Path(out)
+    work = work_dir_for(out_p)
+    check_output_dir(out_p, overwrite)
+    info, cfg = resolve_method(method, config)
+    if evaluate and scenario is None:
+        raise ConfigError("--eval needs --scenario (the evaluation sets come from a scenario)")
+    if isinstance(model, (str, os.PathLike)) and out_p.resolve() == Path(model).resolve():
+        raise ConfigError("--out is the input model's directory; the input model is never modified: choose another --out")
+    f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario)
+    validate_inputs(info, f_recs, r_recs)
+    m, tok, name = _load(model, "model")
+    input_fp = fingerprint(m)
+    run_key = stable_hash([info.name, cfg.model_dump(), input_fp, hashes])
+    key_file = work / "run_key"
+    if work.exists() and (not key_file.is_file() or key_file.read_text() != run_key):
+        shutil.rmtree(work)  # a stale partial run of another command: start afresh
+    work.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(run_key)
+
+    reset_peak()
+    t0 = time.time()
+    new_model, extras = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
+    wall = time.time() - t0
+    final = work / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    save_model(new_model, tok, final)
+    if (work / "final_adapter").exists():
+        shutil.move(str(work / "final_adapter"), str(final / "adapter"))
+    for k, v in extras.items():
+        atomic_write_json(final / f"{k}.json", v)
+    manifest = {
+        "method": info.name, "config": cfg.model_dump(), "versions": versions(), "git_revision": git_revision(),
+        "input_model": {"name": name, "fingerprint": input_fp}, "output_fingerprint": fingerprint(new_model),
+        "data": {**hashes, "n_forget": len(f_recs), "n_retain": len(r_recs)},
+        "scenario": getattr(scenario, "name", None), "wall_time_s": round(wall, 2), "peak_memory_bytes": peak_bytes(),
+        "device": str(next(new_model.parameters()).device), "host": platform.node(),
+        "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(final / "manifest.json", manifest)
+    summary = None
+    if evaluate:
+        res = run_eval((new_model, tok), scenario, reference=reference, out=final / "eval", config=eval_config)
+        summary = res.summary
+    if out_p.exists():
+        shutil.rmtree(out_p)
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(final, out_p)
+    shutil.rmtree(work, ignore_errors=True)
+    return UnlearnResult(out_p, manifest, summary)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path) / "manifest.json"
+    if not p.is_file():
+        raise DataError(f"{path}: no manifest.json (not an obliviate output)")
+    return read_json(p)

@@ -1,0 +1,89 @@
+"""End-to-end CLI tests on the embedded scenario (a deliberately tiny build so the test stays fast), and the
+one-line, exit-code-2 contract for user errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from obliviate.cli import run
+
+TINY_BUILD = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
+              "model.vocab_size=400", "train.epochs=1", "scenario_options.n_people=10", "scenario_options.n_refusal=4"]
+SUMMARY_KEYS = {"forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
+                "retain_rougeL_recall", "extraction_strength", "exact_memorization", "el10", "ma", "privleak",
+                "mia_auc_loss", "mia_auc_zlib", "mia_auc_mink", "mia_auc_minkpp"}
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["obliviate", *args])
+    code = 0
+    try:
+        run()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_build_then_eval_end_to_end(tmp_path, monkeypatch, capsys):
+    """build writes target/ and retain/ (a second build is a cache no-op); eval writes the three files with the
+    required summary keys, and forget quality is computed against the retain model."""
+    models = tmp_path / "models"
+    code, out, err = cli(monkeypatch, capsys, "build", "synthetic", *TINY_BUILD, "--out", str(models))
+    assert code == 0, err
+    assert (models / "target" / "model.safetensors").is_file() and (models / "retain" / "config.json").is_file()
+    code, out, _ = cli(monkeypatch, capsys, "build", "synthetic", *TINY_BUILD, "--out", str(models))
+    assert code == 0 and "already built" in out
+
+    ev = tmp_path / "eval"
+    code, out, err = cli(monkeypatch, capsys, "eval", "--model", str(models / "target"), "--scenario", "synthetic",
+                         "--reference", str(models / "retain"), "--out", str(ev), "scenario_options.n_people=10",
+                         "scenario_options.n_refusal=4", "max_new_tokens=8")
+    assert code == 0, err
+    summary = json.loads((ev / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["forget_quality"] is not None and 0 <= summary["forget_quality"] <= 1
+    items = json.loads((ev / "eval.json").read_text())["items"]
+    assert len(items["forget"]) == 10 and all("truth_ratio" in v for v in items["forget"].values())
+    assert (ev / "report.md").read_text().startswith("# Evaluation")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["build", "synthetix"], "did you mean 'synthetic'"),
+    (["build", "synthetic", "train.epochz=3"], "unknown key 'train.epochz'"),
+    (["build", "synthetic", "train.lr=-1"], "train.lr"),
+    (["eval", "--model", "/nonexistent/model", "--out", "x"], "no such model directory"),
+    (["ls", "methodz"], "did you mean 'methods'"),
+])
+def test_user_errors_are_one_line_exit_2(monkeypatch, capsys, tmp_path, args, needle):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.iterdir()), "a failed command must not write anything"
+
+
+def test_existing_output_refused_without_overwrite(tmp_path, monkeypatch, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    code, _, err = cli(monkeypatch, capsys, "eval", "--model", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code == 2 and "--overwrite" in err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_debug_shows_traceback(monkeypatch, capsys):
+    from obliviate.errors import RegistryError
+
+    monkeypatch.setattr(sys, "argv", ["obliviate", "--debug", "build", "synthetix"])
+    with pytest.raises(RegistryError):
+        run()
