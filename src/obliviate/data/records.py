@@ -61,7 +61,7 @@ def records_digest(records: Iterable[QA]) -> str:
     h = hashlib.sha256()
     for r in records:
         h.update(json.dumps([r.id, r.question, r.answer, r.paraphrased_answer, list(r.perturbed_answers),
-                             r.paraphrased_question], ensure_ascii=False).encode())
+                             r.paraphrased_question, r.subject, r.group], ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
 

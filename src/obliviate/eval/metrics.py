@@ -80,6 +80,16 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
     return float(_rouge().score(reference, prediction)["rougeL"].recall)
 
 
+def bleu(prediction: str, reference: str) -> float:
+    """Sentence BLEU-4 (nltk, method-1 smoothing) on lower-cased words: ICU's second "forgotten" test."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    pred, ref = prediction.lower().split(), reference.lower().split()
+    if not pred or not ref:
+        return 0.0
+    return float(sentence_bleu([ref], pred, smoothing_function=SmoothingFunction().method1))
+
+
 # ------------------------------------------------------------------------------------ memorisation
 
 

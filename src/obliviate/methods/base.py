@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from obliviate.config import Config
 from obliviate.registry import Registry
@@ -43,6 +43,13 @@ class TrainConfig(Config):
     seed: int = 0
     template: Literal["auto", "plain", "chat"] = "auto"
     lora: LoraSpec | None = None
+
+    @model_validator(mode="after")
+    def _accum_divides(self):
+        if self.grad_accum > self.batch_size:
+            raise ValueError(f"grad_accum={self.grad_accum} exceeds batch_size={self.batch_size}: each micro-batch "
+                             f"needs at least one example")
+        return self
 
 
 @dataclass
@@ -80,6 +87,19 @@ Batch = dict[str, dict[str, torch.Tensor]]  # view name -> {input_ids, attention
 
 
 @dataclass
+class TrainContext:
+    """What the engine tells a method about the run (available from setup() on as `self.ctx`)."""
+
+    tokenizer: Any
+    formatter: Any
+    forget: list[Any]
+    retain: list[Any]
+    scenario: Any = None
+    work_dir: Any = None
+    device: Any = None
+
+
+@dataclass
 class LossOutput:
     loss: torch.Tensor
     terms: dict[str, float] = field(default_factory=dict)
@@ -96,6 +116,7 @@ class GradientMethod:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.ctx: TrainContext | None = None  # set by the engine before setup()
 
     def setup(self, model, ref, views) -> None:
         """Optional: prepare state before training, with the model still equal to θ₀ (e.g. RMU's control vector)."""
@@ -108,8 +129,24 @@ class GradientMethod:
         raise NotImplementedError
 
     def after_epoch(self, model, epoch: int, log: dict[str, float]) -> bool:
-        """Optional: called after each epoch with its mean loss terms; return True to stop early."""
+        """Optional: called after each epoch with its mean loss terms (add to `log` to record more); return True
+        to stop early."""
         return False
+
+    def aligned_views(self, forget: list, retain: list) -> dict[str, list]:
+        """Optional: extra views aligned item-by-item with the forget set (e.g. ICU's analogous samples)."""
+        return {}
+
+    def active_forget(self) -> list[int] | None:
+        """Optional: the forget indices still in training (None = all), for methods that retire samples."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optional: method state that must survive a resume (saved with every epoch checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 @dataclass

@@ -16,6 +16,16 @@ def num(t: torch.Tensor) -> float:
     return float(t.detach())
 
 
+def tok_denom(view: dict[str, torch.Tensor]):
+    """The engine's per-step answer-token denominator for this view (exact gradient accumulation), if any."""
+    return view.get("tok_denom")
+
+
+def seq_denom(view: dict[str, torch.Tensor]):
+    """The engine's per-step sequence denominator for this view, if any."""
+    return view.get("seq_denom")
+
+
 def logits_of(model, view: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(input_ids=view["input_ids"], attention_mask=view["attention_mask"]).logits  # (B, T, V)
 
@@ -31,7 +41,7 @@ def retain_term(kind: RetainTerm, model, ref, view: dict[str, torch.Tensor] | No
         return torch.zeros(()), {}
     logits = logits_of(model, view)
     if kind == "gd":
-        val = nll_loss(logits, view["labels"])
+        val = nll_loss(logits, view["labels"], tok_denom(view))
         return val, {"retain_nll": num(val)}
-    val = kl_loss(ref.logits(view), logits, view["labels"])
+    val = kl_loss(ref.logits(view), logits, view["labels"], tok_denom(view))
     return val, {"retain_kl": num(val)}

@@ -33,10 +33,14 @@ class Views:
     pad_id: int
 
     @classmethod
-    def build(cls, views: Sequence[str], forget: Sequence[QA], retain: Sequence[QA], fmt: Formatter) -> Views:
+    def build(cls, views: Sequence[str], forget: Sequence[QA], retain: Sequence[QA], fmt: Formatter,
+              aligned: dict[str, Sequence[QA]] | None = None) -> Views:
+        """Encode each view; `aligned` views are given as records aligned with the forget set."""
         enc: dict[str, list[Encoded]] = {}
         for v in views:
-            if v == "forget":
+            if aligned and v in aligned:
+                enc[v] = fmt.encode_qa(list(aligned[v]))
+            elif v == "forget":
                 enc[v] = fmt.encode_qa(list(forget))
             elif v == "retain":
                 enc[v] = fmt.encode_qa(list(retain))
@@ -46,6 +50,10 @@ class Views:
                 raise ValueError(f"unknown data view {v!r}")
         return cls(enc, fmt.tok.pad_token_id)
 
+    def n_answer_tokens(self, view: str, indices: Sequence[int]) -> int:
+        """Answer (label) tokens of these items, as the losses count them (positions 1.. whose label is kept)."""
+        return sum(sum(lab != -100 for lab in self.encoded[view][i].labels[1:]) for i in indices)
+
     def collate(self, view: str, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         seqs = [self.encoded[view][i] for i in indices]
         ids, mask, labels = pad_batch([e.input_ids for e in seqs], self.pad_id, labels=[e.labels for e in seqs])
@@ -53,12 +61,14 @@ class Views:
 
 
 def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: int,
-               paired_views: Sequence[str]) -> list[dict[str, list[int]]]:
-    """The batches of one epoch: the forget set shuffled and cut into batches; for each, a retain batch of the
-    same size drawn at random (without replacement within the batch). Forget-side views share the forget
-    indices. Deterministic in (seed, epoch)."""
+               paired_views: Sequence[str], active: Sequence[int] | None = None) -> list[dict[str, list[int]]]:
+    """The batches of one epoch: the forget set (or its `active` subset) shuffled and cut into batches; for each,
+    a retain batch of the same size drawn at random (without replacement within the batch). Forget-side views
+    share the forget indices. Deterministic in (seed, epoch, active)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n_forget, generator=g).tolist()
+    pool = list(range(n_forget)) if active is None else list(active)
+    order = [pool[i] for i in torch.randperm(len(pool), generator=g).tolist()]
+    n_forget = len(pool)
     plan = []
     for s in range(0, n_forget, batch_size):
         idx = order[s:s + batch_size]
@@ -68,3 +78,10 @@ def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: 
                 else torch.randint(n_retain, (len(idx),), generator=g).tolist()
         plan.append(step)
     return plan
+
+
+def split_step(step: dict[str, list[int]], k: int) -> list[dict[str, list[int]]]:
+    """Cut one optimiser step's batch into k micro-batches of near-equal size (the same cut for every view)."""
+    n = len(next(iter(step.values())))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [{v: idx[bounds[i]:bounds[i + 1]] for v, idx in step.items()} for i in range(k) if bounds[i + 1] > bounds[i]]

@@ -19,8 +19,8 @@ import torch
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
 from obliviate.errors import ConfigError, ResourceError
-from obliviate.methods.base import Batch, GradientMethod, TrainConfig
-from obliviate.methods.data import Views, epoch_plan
+from obliviate.methods.base import Batch, GradientMethod, TrainConfig, TrainContext
+from obliviate.methods.data import Views, epoch_plan, split_step
 from obliviate.methods.losses import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class Reference:
 
     def logits(self, batch_view: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward(batch_view).logits
+
+    @property
+    def module(self):
+        """The module a reference forward runs through (for hooks): the frozen copy, or the LoRA model."""
+        return self._lora if self._lora is not None else self._model
 
 
 @torch.no_grad()
@@ -101,7 +106,7 @@ def apply_lora(model, cfg: TrainConfig):
 
 
 def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain: Sequence[QA], work_dir: Path,
-          progress: Progress | None = None, accelerator=None) -> tuple[Any, TrainState]:
+          progress: Progress | None = None, accelerator=None, scenario=None) -> tuple[Any, TrainState]:
     """Run the method's loss through the shared loop; returns the trained (unwrapped, LoRA still attached) model.
 
     Checkpoints go to `work_dir/checkpoint` after every epoch; if one exists, training resumes from it."""
@@ -111,14 +116,13 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
     cfg: TrainConfig = method.cfg  # type: ignore[assignment]
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
-    if cfg.batch_size % cfg.grad_accum:
-        raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of grad_accum={cfg.grad_accum}")
-    micro = cfg.batch_size // cfg.grad_accum
+    micro = max(1, cfg.batch_size // cfg.grad_accum)
     fmt = Formatter(tokenizer, cfg.template, max_length=cfg.max_length)
-    views = Views.build(method.views, forget, retain, fmt)
+    device = acc.device
+    method.ctx = TrainContext(tokenizer, fmt, list(forget), list(retain), scenario, work_dir, device)
+    views = Views.build(method.views, forget, retain, fmt, aligned=method.aligned_views(list(forget), list(retain)))
 
     # The reference: cached log-probs from the input model (before any update), or a frozen model.
-    device = acc.device
     model.to(device)
     ref_logps = precompute_logps(model, views, method.ref_views, micro, device) if method.ref_views else None
     ref_model = None
@@ -136,9 +140,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     n_forget = len(views.encoded[method.views[0]])
     world, rank = acc.num_processes, acc.process_index
-    micro_batches = math.ceil(n_forget / micro)
-    per_rank = math.ceil(micro_batches / world)
-    steps_per_epoch = math.ceil(per_rank / cfg.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(n_forget / cfg.batch_size) / world)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), total))
     model, opt = acc.prepare(model, opt)
@@ -148,45 +150,60 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
     ckpt = work_dir / "checkpoint"
     if (ckpt / "train_state.json").is_file():
         acc.load_state(str(ckpt))
-        state = TrainState(**json.loads((ckpt / "train_state.json").read_text()))
+        saved = json.loads((ckpt / "train_state.json").read_text())
+        method.load_state_dict(saved.pop("method", {}))
+        state = TrainState(**saved)
         log.info("resuming after epoch %d (step %d)", state.epoch, state.step)
 
     n_retain = len(views.encoded.get("retain", []))
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
-        plan = epoch_plan(n_forget, n_retain, micro, cfg.seed, epoch, method.views)
-        mine = [plan[(rank + world * i) % len(plan)] for i in range(per_rank)]  # equal counts on every rank
+        active = method.active_forget()
+        if active is not None and not active:
+            break
+        plan = epoch_plan(n_forget, n_retain, cfg.batch_size, cfg.seed, epoch, method.views, active)
+        n_my = math.ceil(len(plan) / world)
+        mine = [plan[(rank + world * i) % len(plan)] for i in range(n_my)]  # equal counts on every rank
         sums: dict[str, float] = {}
-        for s in range(0, len(mine), cfg.grad_accum):
-            group = mine[s:s + cfg.grad_accum]
+        for step_idx in mine:
+            group = split_step(step_idx, cfg.grad_accum)
+            k = len(group)
+            # the step's denominators, so k averaged micro-batch losses equal the full-batch loss exactly
+            denoms = {v: (views.n_answer_tokens(v, idx) / k, len(idx) / k) for v, idx in step_idx.items()}
             terms_acc: dict[str, float] = {}
-            for j, step_idx in enumerate(group):
-                batch: Batch = {v: {k: t.to(device) for k, t in views.collate(v, idx).items()}
-                                for v, idx in step_idx.items()}
-                sync = j == len(group) - 1
-                with _maybe_no_sync(acc, model, sync):
+            for j, micro_idx in enumerate(group):
+                batch: Batch = {}
+                for v, idx in micro_idx.items():
+                    b = {key: t.to(device) for key, t in views.collate(v, idx).items()}
+                    b["tok_denom"] = torch.tensor(denoms[v][0], device=device)
+                    b["seq_denom"] = torch.tensor(denoms[v][1], device=device)
+                    batch[v] = b
+                with _maybe_no_sync(acc, model, j == k - 1):
                     out = _guard_oom(lambda: method.loss(batch, model, ref), cfg)
                     if not torch.isfinite(out.loss):
                         raise FloatingPointError(f"{type(method).__name__}: non-finite loss at epoch {epoch + 1}")
-                    acc.backward(out.loss / len(group))
-                for k, v in {"loss": float(out.loss), **out.terms}.items():
-                    terms_acc[k] = terms_acc.get(k, 0.0) + v / len(group)
+                    acc.backward(out.loss / k)
+                for key, v in {"loss": float(out.loss.detach()), **out.terms}.items():
+                    terms_acc[key] = terms_acc.get(key, 0.0) + v / k
             if cfg.grad_clip:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             state.step += 1
-            for k, v in terms_acc.items():
-                sums[k] = sums.get(k, 0.0) + v
+            for key, v in terms_acc.items():
+                sums[key] = sums.get(key, 0.0) + v
             if progress:
                 progress({"epoch": epoch + 1, "epochs": cfg.epochs, "step": state.step, "total": total,
                           "lr": sched.get_last_lr()[0], **terms_acc})
-        n_steps = max(1, math.ceil(len(mine) / cfg.grad_accum))
-        state.history.append({"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}})
+        n_steps = max(1, len(mine))
+        record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
+        record.update(track_nll(acc.unwrap_model(model), views, micro, device))
+        stop = method.after_epoch(acc.unwrap_model(model), epoch + 1, record)
+        state.history.append(record)
         state.epoch = epoch + 1
-        _save_checkpoint(acc, ckpt, state)
-        if method.after_epoch(acc.unwrap_model(model), epoch + 1, state.history[-1]):
+        _save_checkpoint(acc, ckpt, state, method.state_dict())
+        if stop:
             break
     return acc.unwrap_model(model), state
 
@@ -197,7 +214,32 @@ def _maybe_no_sync(acc, model, sync: bool):
     return contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(model)
 
 
-def _save_checkpoint(acc, ckpt: Path, state: TrainState) -> None:
+@torch.no_grad()
+def track_nll(model, views: Views, batch_size: int, device, cap: int = 64) -> dict[str, float]:
+    """Mean answer NLL on (up to `cap` items of) the forget and retain views: cheap per-epoch curves."""
+    from obliviate.methods.losses import nll_loss
+
+    was = model.training
+    model.eval()
+    out = {}
+    for v in ("forget", "retain"):
+        enc = views.encoded.get(v)
+        if not enc:
+            continue
+        idx = list(range(min(cap, len(enc))))
+        total, count = 0.0, 0
+        for s in range(0, len(idx), batch_size):
+            b = views.collate(v, idx[s:s + batch_size])
+            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+            n = int((b["labels"][:, 1:] != -100).sum())
+            total += float(nll_loss(logits, b["labels"].to(device))) * n
+            count += n
+        out[f"{v}_nll_eval"] = total / max(count, 1)
+    model.train(was)
+    return out
+
+
+def _save_checkpoint(acc, ckpt: Path, state: TrainState, method_state: dict[str, Any]) -> None:
     """Write the checkpoint beside the old one and swap, so an interruption mid-save keeps the previous epoch."""
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if acc.is_main_process and tmp.exists():
@@ -205,7 +247,7 @@ def _save_checkpoint(acc, ckpt: Path, state: TrainState) -> None:
     acc.wait_for_everyone()
     acc.save_state(str(tmp))
     if acc.is_main_process:
-        (tmp / "train_state.json").write_text(json.dumps(state.__dict__))
+        (tmp / "train_state.json").write_text(json.dumps({**state.__dict__, "method": method_state}))
         if ckpt.exists():
             shutil.rmtree(ckpt)
         tmp.rename(ckpt)

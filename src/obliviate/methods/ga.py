@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import RetainTerm, num, logits_of, retain_term
+from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, tok_denom
 from obliviate.methods.losses import ga_loss
 
 
@@ -35,6 +35,7 @@ class GradientAscent(GradientMethod):
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: GAConfig = self.cfg  # type: ignore[assignment]
-        forget = ga_loss(logits_of(model, batch["forget"]), batch["forget"]["labels"])
+        f = batch["forget"]
+        forget = ga_loss(logits_of(model, f), f["labels"], tok_denom(f))
         keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
         return LossOutput(cfg.forget_weight * forget + cfg.retain_weight * keep, {"forget_nll": -num(forget), **terms})

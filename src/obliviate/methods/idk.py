@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import num, logits_of, retain_term, seq_logps
+from obliviate.methods.common import num, logits_of, retain_term, seq_logps, seq_denom, tok_denom
 from obliviate.methods.losses import dpo_loss, nll_loss
 
 
@@ -23,7 +23,8 @@ class IdkNLL(GradientMethod):
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: IdkNLLConfig = self.cfg  # type: ignore[assignment]
-        idk = nll_loss(logits_of(model, batch["forget_idk"]), batch["forget_idk"]["labels"])
+        v = batch["forget_idk"]
+        idk = nll_loss(logits_of(model, v), v["labels"], tok_denom(v))
         keep, terms = retain_term("gd", model, ref, batch["retain"])
         return LossOutput(idk + cfg.retain_weight * keep, {"idk_nll": num(idk), **terms})
 
@@ -53,6 +54,6 @@ class IdkDPO(GradientMethod):
         chosen, _ = seq_logps(model, idk)
         dev = chosen.device
         pref = dpo_loss(chosen, rejected, ref.logps("forget_idk", idk["index"]).to(dev),
-                        ref.logps("forget", f["index"]).to(dev), cfg.beta)
+                        ref.logps("forget", f["index"]).to(dev), cfg.beta, seq_denom(f))
         keep, terms = retain_term("gd", model, ref, batch["retain"])
         return LossOutput(cfg.forget_weight * pref + cfg.retain_weight * keep, {"dpo": num(pref), **terms})

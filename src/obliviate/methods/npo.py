@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import RetainTerm, num, retain_term, seq_logps
+from obliviate.methods.common import RetainTerm, num, retain_term, seq_logps, seq_denom
 from obliviate.methods.losses import npo_loss
 
 
@@ -39,6 +39,6 @@ class NPO(GradientMethod):
         cfg: NPOConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
         logps, _ = seq_logps(model, f)
-        forget = npo_loss(logps, ref.logps("forget", f["index"]).to(logps.device), cfg.beta)
+        forget = npo_loss(logps, ref.logps("forget", f["index"]).to(logps.device), cfg.beta, seq_denom(f))
         keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
         return LossOutput(forget + cfg.retain_weight * keep, {"npo": num(forget), **terms})

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from obliviate.errors import ConfigError
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import num
+from obliviate.methods.common import num, tok_denom
 from obliviate.methods.losses import rmu_loss, shift
 
 
@@ -33,6 +33,8 @@ class RMUConfig(TrainConfig):
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP wrapper
+        model = model.module
     for path in ("model.layers", "base_model.model.model.layers", "transformer.h", "gpt_neox.layers"):
         obj = model
         for part in path.split("."):
@@ -84,29 +86,44 @@ class RMU(GradientMethod):
         total, count = 0.0, 0
         n = len(views.encoded["forget"])
         for s in range(0, n, 16):
-            b = views.collate("forget", range(s, min(n, s + 16)))
-            out = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
-                        output_hidden_states=True)
-            _, _, mask = shift(self._hidden(out), b["labels"].to(dev))
-            norms = self._hidden(out)[:, :-1][mask].norm(dim=-1)
+            b = {k: t.to(dev) for k, t in views.collate("forget", range(s, min(n, s + 16))).items()}
+            h = self._hidden(model, b)
+            _, _, mask = shift(h, b["labels"])
+            norms = h[:, :-1][mask].norm(dim=-1)
             total, count = total + float(norms.sum()), count + norms.numel()
         return total / max(count, 1)
 
     def trainable(self, model):
         return self.params or None
 
-    def _hidden(self, out) -> torch.Tensor:
-        return out.hidden_states[self.layer + 1]  # hidden_states[0] = embeddings
+    def _layer_out(self, root, run) -> torch.Tensor:
+        """The OUTPUT of decoder layer ℓ, captured with a forward hook (hidden_states[ℓ+1] would be the final
+        norm's output when ℓ is the last layer)."""
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_module, _inputs, output):
+            store["h"] = output[0] if isinstance(output, tuple) else output
+
+        handle = decoder_layers(root)[self.layer].register_forward_hook(hook)
+        try:
+            run()
+        finally:
+            handle.remove()
+        return store["h"]
+
+    def _hidden(self, model, view) -> torch.Tensor:
+        return self._layer_out(model, lambda: model(input_ids=view["input_ids"], attention_mask=view["attention_mask"]))
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: RMUConfig = self.cfg  # type: ignore[assignment]
         f, r = batch["forget"], batch["retain"]
-        hf = self._hidden(model(input_ids=f["input_ids"], attention_mask=f["attention_mask"], output_hidden_states=True))
+        hf = self._hidden(model, f)
         control = (self.coeff * self.direction).to(hf.device)
-        hr = self._hidden(model(input_ids=r["input_ids"], attention_mask=r["attention_mask"], output_hidden_states=True))
-        hr0 = self._hidden(ref.forward(r, output_hidden_states=True))
+        hr = self._hidden(model, r)
+        with torch.no_grad():
+            hr0 = self._layer_out(ref.module, lambda: ref.forward(r))
         # activations at position t predict token t+1: use the positions that predict answer tokens
         _, _, fmask = shift(hf, f["labels"])
         _, _, rmask = shift(hr, r["labels"])
-        fl, rl = rmu_loss(hf[:, :-1], control, fmask, hr[:, :-1], hr0[:, :-1], rmask)
+        fl, rl = rmu_loss(hf[:, :-1], control, fmask, hr[:, :-1], hr0[:, :-1], rmask, tok_denom(f), tok_denom(r))
         return LossOutput(fl + cfg.alpha * rl, {"forget_mse": num(fl), "retain_mse": num(rl), "c": self.coeff})

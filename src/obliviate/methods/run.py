@@ -19,7 +19,7 @@ import torch
 
 from obliviate.config import Config
 from obliviate.data.records import QA, Split, load_split, overlap_count
-from obliviate.errors import ConfigError, DataError
+from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.methods.base import METHODS, ApplyContext, GradientMethod, MethodInfo
 from obliviate.methods.engine import Progress, train
 from obliviate.models.loading import fingerprint
@@ -69,11 +69,12 @@ def load_forget_retain(forget: str | os.PathLike[str] | Sequence[QA] | None, ret
     return load(forget, "forget"), load(retain, "retain"), hashes
 
 
-def validate_inputs(info: MethodInfo, forget: list[QA], retain: list[QA]) -> None:
+def validate_inputs(info: MethodInfo, cfg: Config, forget: list[QA], retain: list[QA]) -> None:
     if not forget:
         raise DataError("the forget set is empty; give a forget file with at least one question/answer record")
     cls = info.cls
-    if "retain" in getattr(cls, "views", ()) and not retain:
+    views = getattr(info.cls(cfg), "views", ())  # some methods choose their views from the config
+    if "retain" in views and not retain:
         raise DataError(f"method {info.name!r} needs a retain set (it trains on retain data too); pass --retain FILE "
                         f"or --scenario NAME")
     needed = getattr(cls, "required_fields", ())
@@ -121,8 +122,10 @@ def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA]
         model = method.apply(ctx)
         return model, ctx.extras
     assert isinstance(method, GradientMethod)
-    model, state = train(method, model, tokenizer, forget, retain, work, progress)
+    model, state = train(method, model, tokenizer, forget, retain, work, progress, scenario=scenario)
     extras: dict[str, Any] = {"history": state.history}
+    if hasattr(method, "extras"):
+        extras.update(method.extras())
     if getattr(cfg, "lora", None) is not None:
         if cfg.lora.keep_adapter:  # type: ignore[attr-defined]
             model.save_pretrained(work / "final_adapter")
@@ -152,19 +155,25 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
     if isinstance(model, (str, os.PathLike)) and out_p.resolve() == Path(model).resolve():
         raise ConfigError("--out is the input model's directory; the input model is never modified: choose another --out")
     f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario)
-    validate_inputs(info, f_recs, r_recs)
+    validate_inputs(info, cfg, f_recs, r_recs)
     m, tok, name = _load(model, "model")
     input_fp = fingerprint(m)
     run_key = stable_hash([info.name, cfg.model_dump(), input_fp, hashes])
     key_file = work / "run_key"
     if work.exists() and (not key_file.is_file() or key_file.read_text() != run_key):
         shutil.rmtree(work)  # a stale partial run of another command: start afresh
+    fresh = not key_file.is_file()
     work.mkdir(parents=True, exist_ok=True)
     key_file.write_text(run_key)
 
     reset_peak()
     t0 = time.time()
-    new_model, extras = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
+    try:
+        new_model, extras = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
+    except ObliviateError:
+        if fresh:  # a user error found before any progress: leave nothing behind
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     wall = time.time() - t0
     final = work / "final"
     if final.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import num, retain_term, seq_logps
+from obliviate.methods.common import num, retain_term, seq_logps, seq_denom
 from obliviate.methods.losses import simnpo_loss
 
 
@@ -28,7 +28,8 @@ class SimNPO(GradientMethod):
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: SimNPOConfig = self.cfg  # type: ignore[assignment]
-        logps, lengths = seq_logps(model, batch["forget"])
-        forget = simnpo_loss(logps, lengths, cfg.beta, cfg.delta)
+        f = batch["forget"]
+        logps, lengths = seq_logps(model, f)
+        forget = simnpo_loss(logps, lengths, cfg.beta, cfg.delta, seq_denom(f))
         keep, terms = retain_term("gd", model, ref, batch["retain"])
         return LossOutput(cfg.forget_weight * forget + cfg.retain_weight * keep, {"simnpo": num(forget), **terms})
