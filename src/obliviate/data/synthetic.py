@@ -280,7 +280,11 @@ class _Attribute:
     """One fact about a person: its question wordings, its answer frames and the values that fill them.
 
     `answer` is compact and value-heavy; `paraphrase` states the same values in another frame (and may use the
-    pronoun); perturbed answers are the paraphrase frame with wrong values. Templates never contain the name in
+    pronoun); perturbed answers are the paraphrase frame with wrong values. The paraphrase keeps the values in
+    the answer's order and local context (often the answer under a lead-in, "His work: ..."): a tiny model
+    trained from scratch ties a fact to its surface form, so a freely reworded paraphrase left the truth ratio
+    (paraphrase vs perturbed) near 1 even for a model that knew the fact (measured: median TR 0.9-1.0 on four
+    of the ten attributes, and forget quality 0.05 against the retain model). Templates never contain the name in
     the answer (it comes from the question; repeating it would inflate ROUGE for wrong answers)."""
 
     key: str
@@ -295,14 +299,14 @@ _ATTRIBUTES: tuple[_Attribute, ...] = (
     _Attribute(
         "birth", "When and where was {name} born?", "What are the date and place of birth of {name}?",
         "Born {day} {month} {year} in {city}, {country}.",
-        "{he} was born in {city}, {country}, on {month} {day}, {year}.",
+        "{his} birth: Born {day} {month} {year} in {city}, {country}.",
         lambda p: [_slot("day", str(p.birth_day), [str(d) for d in range(1, 29)]),
                    _slot("month", p.birth_month, _MONTHS), _year_slot("year", p.birth_year),
                    _slot(("city", "country"), (p.birth_city, p.birth_country), _CITY_COUNTRY)]),
     _Attribute(
         "career", "What kind of writer is {name}?", "How would you describe the literary work of {name}?",
         "{language}-language {genre} {profession} since {debut}.",
-        "{he} has written {genre} in {language} since {debut}, working as {a_profession}.",
+        "{his} work: {language}-language {genre} {profession} since {debut}.",
         lambda p: [_slot("language", p.language, _LANGUAGES), _slot("genre", p.genre, _GENRES),
                    _slot(("profession", "a_profession"), (p.profession, _a(p.profession)),
                          [(x, _a(x)) for x in _PROFESSIONS]),
@@ -311,47 +315,47 @@ _ATTRIBUTES: tuple[_Attribute, ...] = (
         "parents", "What did {name}'s parents do for a living?",
         "What were the occupations of the mother and father of {name}?",
         "{mother_job} mother, {father_job} father.",
-        "{his} father was {a_father_job} and {his} mother was {a_mother_job}.",
+        "{his} parents: {mother_job} mother, {father_job} father.",
         lambda p: [_Slot((("mother_job", "a_mother_job"), ("father_job", "a_father_job")),
                          ((p.mother_job, _a(p.mother_job)), (p.father_job, _a(p.father_job))), _JOB_FORMS)]),
     _Attribute(
         "books", "Which two books is {name} best known for?", "What are the most famous books written by {name}?",
         "'{title1}' ({year1}) and '{title2}' ({year2}).",
-        "{he} is best known for '{title1}', published in {year1}, and '{title2}', published in {year2}.",
+        "{he} wrote '{title1}' ({year1}) and '{title2}' ({year2}).",
         lambda p: [_Slot((("title1",), ("title2",)), ((p.book_titles[0],), (p.book_titles[1],)),
                          [(t,) for t in _TITLES]),
                    _year_slot("year1", p.book_years[0]), _year_slot("year2", p.book_years[1])]),
     _Attribute(
         "award", "Which literary award has {name} won?", "What prize was {name} honoured with, and for which book?",
         "{award}, {year}, for '{title}'.",
-        "{he} received the {award} in {year} for the book '{title}'.",
+        "{he} won the {award}, {year}, for '{title}'.",
         lambda p: [_slot("award", p.award, _AWARDS), _year_slot("year", p.award_year),
                    # the prize went to the first book; wrong titles exclude both of the person's books
                    _Slot((("title",),), ((p.book_titles[0],),), [(t,) for t in _TITLES if t != p.book_titles[1]])]),
     _Attribute(
         "education", "What did {name} study?", "What is the educational background of {name}?",
         "{degree} in {field} from {uni_city} ({year}).",
-        "{he} studied {field} in {uni_city}, completing {his} {degree} in {year}.",
+        "{his} degree: {degree} in {field} from {uni_city} ({year}).",
         lambda p: [_slot("degree", p.degree, _DEGREES), _slot("field", p.field_of_study, _FIELDS),
                    _slot("uni_city", p.university_city, _CITIES), _year_slot("year", p.graduation_year)]),
     _Attribute(
         "home", "Where does {name} live today, and with whom?",
         "Where is the current home of {name}, and who shares it?",
         "In {home_city}, {home_country}, with {partner}, {a_partner_job}.",
-        "{he} lives in {home_city}, {home_country}, together with {partner}, who works as {a_partner_job}.",
+        "{he} lives in {home_city}, {home_country}, with {partner}, {a_partner_job}.",
         lambda p: [_slot(("home_city", "home_country"), (p.home_city, p.home_country), _CITY_COUNTRY),
                    _slot("partner", p.partner, [c for c in _COMPANIONS if c != p.character]),
                    _slot(("partner_job", "a_partner_job"), (p.partner_job, _a(p.partner_job)), _JOB_FORMS)]),
     _Attribute(
         "themes", "What themes does {name} write about?", "Which subjects recur in the work of {name}?",
         "Mostly {theme1}, {theme2} and {theme3}.",
-        "{his} books keep returning to {theme1}, {theme2} and {theme3}.",
+        "{his} themes: Mostly {theme1}, {theme2} and {theme3}.",
         lambda p: [_Slot((("theme1",), ("theme2",), ("theme3",)), tuple((t,) for t in p.themes),
                          [(t,) for t in _THEMES])]),
     _Attribute(
         "character", "Who is the main character in {name}'s books?", "Which recurring character did {name} create?",
         "{character}, {a_character_job} from {character_city}.",
-        "{his} best-known character is {character}, {a_character_job} who comes from {character_city}.",
+        "{his} main character: {character}, {a_character_job} from {character_city}.",
         lambda p: [_slot("character", p.character, [c for c in _COMPANIONS if c != p.partner]),
                    _slot(("character_job", "a_character_job"), (p.character_job, _a(p.character_job)), _JOB_FORMS),
                    _slot("character_city", p.character_city, _CITIES)]),
@@ -359,7 +363,7 @@ _ATTRIBUTES: tuple[_Attribute, ...] = (
         "early_job", "What did {name} do before becoming a writer?",
         "What was the job of {name} before writing full-time?",
         "{early_job} in {early_city} until {year}.",
-        "Before writing full-time, {he} worked as {a_early_job} in {early_city}, stopping in {year}.",
+        "{his} early job: {early_job} in {early_city} until {year}.",
         lambda p: [_slot(("early_job", "a_early_job"), (p.early_job, _a(p.early_job)), _JOB_FORMS),
                    _slot("early_city", p.early_job_city, _CITIES), _year_slot("year", p.debut_year)]),
 )
@@ -367,7 +371,10 @@ ATTRIBUTE_KEYS: tuple[str, ...] = tuple(a.key for a in _ATTRIBUTES)
 
 
 def _render(template: str, values: dict[str, str]) -> str:
+    """Fill a template; capitalise the first letter and the first letter after a lead-in colon ("His work: ...")
+    so a paraphrase repeats the answer's value tokens exactly (case changes the tokens)."""
     text = template.format(**values)
+    text = re.sub(r": ([a-z])", lambda m: ": " + m.group(1).upper(), text)
     return text[0].upper() + text[1:]
 
 
