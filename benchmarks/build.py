@@ -17,9 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("OBLIVIATE_TOFU_DIR", str(ROOT.parent / "shared" / "data" / "tofu"))
+import _common  # noqa: E402,F401  (offline; the TOFU data beside the checkout)
 
 from obliviate import api  # noqa: E402
 

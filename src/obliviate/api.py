@@ -16,6 +16,7 @@ from obliviate.eval.suite import (EvalConfig, EvalResult, Reference, evaluate_ru
 from obliviate.models.build import BuildResult
 from obliviate.models.build import build as _build
 from obliviate.models.loading import is_model_dir, load_model_and_tokenizer
+from obliviate.utils import dist
 from obliviate.utils.io import check_output_dir
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def evaluate(model: ModelLike, scenario: str | Scenario = "synthetic", *, refere
     runner = make_runner(m, tok, cfg, name)
     ref = _reference(reference, scen, cfg)
     result = evaluate_runner(runner, scen, cfg, ref)
-    if out is not None:
+    if out is not None and dist.is_main():  # under torchrun every rank holds the gathered result; one writes
         write_eval(Path(out), result, overwrite=overwrite)
+    dist.barrier()
     return result
 
 

@@ -118,11 +118,14 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
              reference: Annotated[str | None, typer.Option(help="retain model, or the directory of its saved eval")] = None,
              data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
              overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+             show_samples: Annotated[bool, typer.Option(help="store generated answers in eval.json (may be private)")] = False,
              overrides: Overrides = None) -> None:
     """Evaluate a model: TOFU metrics, extraction and membership inference."""
     from obliviate import api
 
     cfg = _overrides(overrides)
+    if show_samples:
+        cfg["save_generations"] = True
     res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
                        config=cfg, scenario_options=cfg.pop("scenario_options", None))
     print_summary(res.summary, f"{scenario}: {model}")
@@ -172,6 +175,7 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
             reference: Annotated[str | None, typer.Option(help="retain model (or its saved eval) for --eval")] = None,
             data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
             overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+            show_samples: Annotated[bool, typer.Option(help="with --eval, store generated answers (may be private)")] = False,
             overrides: Overrides = None) -> None:
     """Unlearn a forget set from a model with one method; `key=value` pairs set the method's config."""
     from obliviate import api
@@ -181,10 +185,86 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
     with train_progress() as progress:
         res = api.unlearn(model, method, out=out, scenario=scenario, forget=forget, retain=retain, config=cfg,
                           overwrite=overwrite, evaluate=eval_, reference=reference, data=data,
-                          scenario_options=scen_opts, progress=progress)
+                          scenario_options=scen_opts, progress=progress,
+                          eval_config={"save_generations": True} if show_samples else None)
     if res.summary:
         print_summary(res.summary, f"{method}: {out}")
     con.print(f"unlearned in {res.manifest['wall_time_s']} s\noutput: {res.out}")
+
+
+@app.command()
+def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to attack")],
+           attack_: Annotated[str, typer.Option("--attack", help="relearn | paraphrase | quantize | prefix")],
+           scenario: Annotated[str, typer.Option(help="scenario whose forget set is attacked")] = "synthetic",
+           target: Annotated[str | None, typer.Option(help="the original model, attacked too for comparison "
+                                                          "(default: the input model named in MODEL's manifest)")] = None,
+           out: Annotated[Path | None, typer.Option(help="write attack.json here")] = None,
+           data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+           overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+           overrides: Overrides = None) -> None:
+    """Try to bring the forgotten knowledge back; report forget ROUGE-L before/after and the recovery ratio."""
+    from obliviate import api
+    from obliviate.eval.attacks import attack as run_attack
+    from obliviate.eval.report import fmt_value
+
+    cfg = _overrides(overrides)
+    scen_opts = cfg.pop("scenario_options", {})
+    if target is None:
+        target = _manifest_input(model)
+    scen = api.load_scenario(scenario, data, **scen_opts)
+    res = run_attack(model, scen, attack_, target=target, out=out, overwrite=overwrite, config=cfg)
+    t = Table(title=f"attack {attack_}: forget ROUGE-L recall")
+    for c in ("model", "before", "after", "recovery"):
+        t.add_column(c, justify="right" if c != "model" else "left")
+    for label in ("unlearned", "target"):
+        if label in res:
+            r = res[label]
+            t.add_row(label, fmt_value(r["before"]["rougeL"]), fmt_value(r["after"]["rougeL"]), fmt_value(r["recovery"]))
+    con.print(t)
+    if out is not None:
+        con.print(f"written: {out / 'attack.json'}")
+
+
+def _manifest_input(model: str) -> str | None:
+    import json
+
+    man = Path(model) / "manifest.json"
+    if man.is_file():
+        name = json.loads(man.read_text()).get("input_model", {}).get("name")
+        if name and (Path(name) / "config.json").is_file():
+            return name
+    return None
+
+
+@app.command("ledger")
+def ledger_cmd(model: Annotated[Path, typer.Argument(help="a model directory written by obliviate")],
+               as_json: Annotated[bool, typer.Option("--json", help="print the raw records")] = False) -> None:
+    """Print a model's deletion history (ledger.jsonl): requests, methods, hashes, metrics before/after."""
+    import json
+
+    from obliviate import ledger
+    from obliviate.errors import DataError
+    from obliviate.eval.report import fmt_value
+
+    if not model.is_dir():
+        raise DataError(f"{model}: no such model directory")
+    records = ledger.read(model)
+    if not records:
+        con.print(f"{model}: no deletion ledger (the model was not produced by obliviate unlearn/forget)")
+        return
+    if as_json:
+        for r in records:
+            con.print_json(json.dumps(r))
+        return
+    t = Table(title=f"deletion ledger: {model}")
+    for c in ("#", "time", "request", "method", "items", "targets", "FQ before→after", "forget ROUGE before→after"):
+        t.add_column(c)
+    for i, r in enumerate(records, 1):
+        b, a = r.get("metrics_before") or {}, r.get("metrics_after") or {}
+        t.add_row(str(i), r["time"], r["request_id"][:8], r["method"], str(len(r["forget_item_hashes"])),
+                  str(len(r["target_hashes"])), f"{fmt_value(b.get('forget_quality'))}→{fmt_value(a.get('forget_quality'))}",
+                  f"{fmt_value(b.get('forget_rougeL_recall'))}→{fmt_value(a.get('forget_rougeL_recall'))}")
+    con.print(t)
 
 
 @app.command("ls")
@@ -224,13 +304,47 @@ def _one_line(obj) -> str:
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="where the demo writes its results")] = Path("runs/demo"),
-         overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = True) -> None:
-    """The main job on the embedded scenario: build the target and retain models, evaluate the target."""
-    from obliviate import api
+def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | tofu")] = "synthetic",
+          methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
+          out: Annotated[Path, typer.Option(help="output directory (report.html, leaderboard.md/json, runs/)")] = Path("runs/bench"),
+          jobs: Annotated[int, typer.Option(help="methods run side by side (0 = auto: up to 2, one thread each)")] = 0,
+          data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+          attacks: Annotated[str | None, typer.Option(help="recovery attacks to add as columns (relearn,paraphrase,quantize,prefix)")] = None,
+          paper_defaults: Annotated[bool, typer.Option(help="use the papers' hyperparameters, not the tiny-model presets")] = False,
+          overrides: Overrides = None) -> None:
+    """Run every method on a scenario, evaluate each, and write a leaderboard and report.html."""
+    from obliviate.bench.run import bench as run_bench
 
-    with build_progress() as progress:
-        res = api.build("synthetic", progress=progress)
-    ev = api.evaluate(res.target, "synthetic", reference=res.retain, out=out / "eval_target", overwrite=overwrite)
-    print_summary(ev.summary, "synthetic: target vs retain")
-    con.print(f"models: {res.target.parent}\nresults: {out.resolve() / 'eval_target'}")
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    per_method: dict = {}
+    for k, v in _overrides(overrides).items():  # method.key=value
+        if not isinstance(v, dict):
+            from obliviate.errors import ConfigError
+
+            raise ConfigError(f"bench override {k}={v!r} must name a method: METHOD.key=value (e.g. npo.lr=1e-4)")
+        per_method[k] = v
+    board = run_bench(scenario, names, out, jobs, data, paper_defaults, per_method,
+                      progress=lambda msg: err.print(f"[dim]{msg}[/]"),
+                      attacks=[a.strip() for a in attacks.split(",")] if attacks else ())
+    _print_board(board)
+    con.print(f"report: {(out / 'report.html').resolve()}")
+
+
+def _print_board(board: dict) -> None:
+    from obliviate.eval.report import fmt_value
+
+    t = Table(title=f"obliviate bench: {board['scenario']}")
+    cols = ("forget_quality", "model_utility", "forget_rougeL_recall", "privleak", "wall_time_s")
+    t.add_column("method")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in board["rows"]:
+        t.add_row(r["name"], *(fmt_value(r.get(c)) for c in cols) if not r.get("error") else ["failed"] + [""] * 4)
+    con.print(t)
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="where the demo writes its results")] = Path("runs/demo")) -> None:
+    """The main job: `obliviate bench` on the embedded scenario with every method; prints the report's path."""
+    bench(scenario="synthetic", methods=None, out=out, jobs=0, data=None, attacks=None, paper_defaults=False,
+          overrides=None)

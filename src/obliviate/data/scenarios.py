@@ -80,6 +80,8 @@ class SyntheticOptions(Config):
     n_holdout: int = Field(4, ge=1, description="people never trained (membership-inference non-members)")
     forget_fraction: float = Field(0.1, gt=0, lt=1, description="share of the people to forget")
     n_refusal: int = Field(40, ge=0, description="refusal QA about names never seen")
+    n_retain_eval: int = Field(12, ge=1, description="retain people whose QA form the retain eval split (as TOFU's "
+                                                      "retain_perturbed is a subset of its retain set)")
 
 
 @SCENARIOS.register("synthetic")
@@ -102,7 +104,7 @@ def synthetic_scenario(**options: Any) -> Scenario:
         target_train=Split("target_train", tuple(retain + forget + general + refusal)),
         retain_train=Split("retain_train", tuple(retain + general + refusal)),
         forget=Split("forget", tuple(forget)),
-        retain=Split("retain", tuple(retain)),
+        retain=Split("retain", tuple(people(w.retain_ids[: opts.n_retain_eval]))),
         holdout=Split("holdout", tuple(people(w.holdout_ids))),
         utility={k: Split(k, v) for k, v in w.general.items()},
         unlearn_retain=Split("unlearn_retain", tuple(retain)),

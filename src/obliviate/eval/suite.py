@@ -27,6 +27,7 @@ from obliviate.eval import metrics as M
 from obliviate.eval.passes import PassCache
 from obliviate.eval.runner import ModelRunner
 from obliviate.registry import Registry
+from obliviate.utils import dist
 from obliviate.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -239,14 +240,23 @@ def _applies(name: str, scen: Scenario) -> bool:
 
 def compute_items(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, needs: set[str],
                   splits: Sequence[str] | None = None) -> Items:
+    """Per-item values of every split. Under torchrun / accelerate launch the items are sharded across the
+    processes (item i goes to rank i mod world) and the per-item results gathered: every item is computed
+    exactly as in a single process, so the results agree within float tolerance (batch composition differs)."""
     want_gen, want_el, want_mia = "generate" in needs, "el" in needs, "mia" in needs
+    world, me = dist.world_size(), dist.rank()
     items: Items = {}
     for name, split in scen.eval_splits.items():
         if splits is not None and name not in splits:
             continue
         is_mia = name in ("forget", "holdout")
-        items[name] = item_values(runner, split, cfg, generate=want_gen and name != "holdout",
-                                  el=want_el and is_mia, mia=want_mia and is_mia)
+        shard = split if world == 1 else Split(split.name, split.records[me::world], split.source)
+        part = item_values(runner, shard, cfg, generate=want_gen and name != "holdout",
+                           el=want_el and is_mia, mia=want_mia and is_mia)
+        merged: dict[str, dict[str, Any]] = {}
+        for p in dist.all_gather_objects(part):
+            merged.update(p)
+        items[name] = {r.id: merged[r.id] for r in split.records}  # the split's own order
     return items
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig
 from obliviate.methods.losses import kl_loss, nll_loss, sequence_logps
 
 RetainTerm = Literal["none", "gd", "kl"]
@@ -45,3 +46,16 @@ def retain_term(kind: RetainTerm, model, ref, view: dict[str, torch.Tensor] | No
         return val, {"retain_nll": num(val)}
     val = kl_loss(ref.logits(view), logits, view["labels"], tok_denom(view))
     return val, {"retain_kl": num(val)}
+
+
+class FinetuneNLL(GradientMethod):
+    """Plain fine-tuning on the forget answers through the shared loop (not a registered unlearning method):
+    RKLD's augmentation step and the relearning attack."""
+
+    Config = TrainConfig
+    views = ("forget",)
+
+    def loss(self, batch, model, ref) -> LossOutput:
+        f = batch["forget"]
+        val = nll_loss(logits_of(model, f), f["labels"], tok_denom(f))
+        return LossOutput(val, {"nll": num(val)})

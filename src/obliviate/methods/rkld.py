@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import logits_of, num, tok_denom
+from obliviate.methods.common import FinetuneNLL, logits_of, num, tok_denom
 from obliviate.methods.losses import (kl_divergence, kl_divergence_topk, kl_loss, nll_loss, rkld_teacher_logits, shift,
                                       topk_teacher)
 
@@ -45,17 +45,6 @@ class RKLDConfig(TrainConfig):
     topk: int | None = Field(None, ge=1)
 
 
-class _ForgetNLL(GradientMethod):
-    """Plain fine-tuning on the forget answers: RKLD's augmentation step (not an unlearning method)."""
-
-    Config = TrainConfig
-    views = ("forget",)
-
-    def loss(self, batch, model, ref) -> LossOutput:
-        val = nll_loss(logits_of(model, batch["forget"]), batch["forget"]["labels"])
-        return LossOutput(val, {"aug_nll": num(val)})
-
-
 def augment(model, cfg: RKLDConfig, ctx) -> torch.nn.Module:
     """θ_aug: fine-tune a copy of θ₀ on the forget set with the shared loop (checkpointed under work_dir/augment,
     so a resumed RKLD run does not redo it)."""
@@ -66,7 +55,7 @@ def augment(model, cfg: RKLDConfig, ctx) -> torch.nn.Module:
     aug = copy.deepcopy(model).requires_grad_(True)
     if cfg.aug_epochs == 0:
         return aug.eval().requires_grad_(False)
-    trained, _ = train(_ForgetNLL(aug_cfg), aug, ctx.tokenizer, ctx.forget, [], ctx.work_dir / "augment")
+    trained, _ = train(FinetuneNLL(aug_cfg), aug, ctx.tokenizer, ctx.forget, [], ctx.work_dir / "augment")
     return trained.eval().requires_grad_(False)
 
 

@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 
+from obliviate import ledger
 from obliviate.config import Config
 from obliviate.data.records import QA, Split, load_split, overlap_count
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.methods.base import METHODS, ApplyContext, GradientMethod, MethodInfo
 from obliviate.methods.engine import Progress, train
 from obliviate.models.loading import fingerprint
+from obliviate.utils import dist
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, check_output_dir, read_json
 from obliviate.utils.memory import peak_bytes, reset_peak
@@ -142,7 +144,7 @@ def save_model(model, tokenizer, path: Path) -> None:
 def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out: str | os.PathLike[str],
             forget=None, retain=None, scenario=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference=None, progress: Progress | None = None,
-            eval_config: dict[str, Any] | None = None) -> UnlearnResult:
+            eval_config: dict[str, Any] | None = None, targets: Sequence[str] = ()) -> UnlearnResult:
     """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring)."""
     from obliviate.api import _load, evaluate as run_eval
 
@@ -160,47 +162,59 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
     input_fp = fingerprint(m)
     run_key = stable_hash([info.name, cfg.model_dump(), input_fp, hashes])
     key_file = work / "run_key"
-    if work.exists() and (not key_file.is_file() or key_file.read_text() != run_key):
-        shutil.rmtree(work)  # a stale partial run of another command: start afresh
-    fresh = not key_file.is_file()
-    work.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(run_key)
+    fresh = not key_file.is_file() or key_file.read_text() != run_key
+    if dist.is_main():  # under torchrun / accelerate launch one process owns the files, the others wait
+        if work.exists() and fresh:
+            shutil.rmtree(work)  # a stale partial run of another command: start afresh
+        work.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(run_key)
+    dist.barrier()
 
+    # metrics before, for the ledger (model passes are cached by fingerprint, so a benchmark pays for this once)
+    before = run_eval((m, tok), scenario, reference=reference, config=eval_config).summary if evaluate else None
     reset_peak()
     t0 = time.time()
     try:
         new_model, extras = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
     except ObliviateError:
-        if fresh:  # a user error found before any progress: leave nothing behind
+        if fresh and dist.is_main():  # a user error found before any progress: leave nothing behind
             shutil.rmtree(work, ignore_errors=True)
         raise
     wall = time.time() - t0
     final = work / "final"
-    if final.exists():
-        shutil.rmtree(final)
-    save_model(new_model, tok, final)
-    if (work / "final_adapter").exists():
-        shutil.move(str(work / "final_adapter"), str(final / "adapter"))
-    for k, v in extras.items():
-        atomic_write_json(final / f"{k}.json", v)
     manifest = {
         "method": info.name, "config": cfg.model_dump(), "versions": versions(), "git_revision": git_revision(),
         "input_model": {"name": name, "fingerprint": input_fp}, "output_fingerprint": fingerprint(new_model),
         "data": {**hashes, "n_forget": len(f_recs), "n_retain": len(r_recs)},
         "scenario": getattr(scenario, "name", None), "wall_time_s": round(wall, 2), "peak_memory_bytes": peak_bytes(),
-        "device": str(next(new_model.parameters()).device), "host": platform.node(),
+        "device": str(next(new_model.parameters()).device), "host": platform.node(), "processes": dist.world_size(),
         "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(final / "manifest.json", manifest)
+    if dist.is_main():
+        if final.exists():
+            shutil.rmtree(final)
+        save_model(new_model, tok, final)
+        if (work / "final_adapter").exists():
+            shutil.move(str(work / "final_adapter"), str(final / "adapter"))
+        for k, v in extras.items():
+            atomic_write_json(final / f"{k}.json", v)
+        atomic_write_json(final / "manifest.json", manifest)
     summary = None
     if evaluate:
         res = run_eval((new_model, tok), scenario, reference=reference, out=final / "eval", config=eval_config)
         summary = res.summary
-    if out_p.exists():
-        shutil.rmtree(out_p)
-    out_p.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(final, out_p)
-    shutil.rmtree(work, ignore_errors=True)
+    if dist.is_main():
+        ledger.write(final, model if isinstance(model, (str, os.PathLike)) else None, ledger.make_record(
+            method=info.name, config=cfg.model_dump(), input_fingerprint=input_fp,
+            output_fingerprint=manifest["output_fingerprint"], data_hashes=manifest["data"],
+            forget_texts=ledger.item_texts(f_recs), targets=targets, before=before, after=summary,
+            scenario=manifest["scenario"]))
+        if out_p.exists():
+            shutil.rmtree(out_p)
+        out_p.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(final, out_p)
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
     return UnlearnResult(out_p, manifest, summary)
 
 

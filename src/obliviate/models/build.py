@@ -78,7 +78,12 @@ class BuildResult:
 
 
 def build_key(cfg: BuildConfig, scen: Scenario) -> str:
-    return stable_hash([BUILD_FORMAT, cfg.model_dump(), scen.fingerprint()])
+    """Depends on what training sees (the question/answer pairs and the recipe), not on eval-only fields."""
+    def pairs(split: Split) -> list[tuple[str, str]]:
+        return [(r.question, r.answer) for r in split.records]
+
+    return stable_hash([BUILD_FORMAT, cfg.model_dump(exclude={"parallel", "scenario_options"}), pairs(scen.target_train),
+                        pairs(scen.retain_train)])
 
 
 def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
@@ -193,6 +198,9 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gene
 def train_model(split: Split, tokenizer, cfg: BuildConfig, out: Path, name: str = "model",
                 progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, Any]:
     """Train a fresh tiny model on `split` (answer tokens only, as TOFU fine-tuning) and save it to `out`."""
+    from obliviate.models.loading import quiet_transformers
+
+    quiet_transformers()
     spec = cfg.train
     fmt = Formatter(tokenizer, "plain", max_length=spec.max_length)
     enc = fmt.encode_qa(list(split.records))

@@ -36,12 +36,20 @@ def ensure_pad_token(tok):
     return tok
 
 
+def quiet_transformers() -> None:
+    """transformers' per-call 'Loading weights' bars drown the tool's own progress output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_model(name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """Load a causal LM for evaluation or unlearning (fp32 on CPU: bf16 measured 30x slower there)."""
     from transformers import AutoModelForCausalLM
 
     src = str(name_or_path)
     _check_source(src)
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
     except torch.cuda.OutOfMemoryError:

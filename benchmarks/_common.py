@@ -1,0 +1,31 @@
+"""Shared set-up of the benchmark scripts: offline, the TOFU data beside the checkout, one table printer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OBLIVIATE_TOFU_DIR", str(ROOT.parent / "shared" / "data" / "tofu"))
+
+
+def fmt(v: Any) -> str:
+    from obliviate.eval.report import fmt_value
+
+    return fmt_value(v)
+
+
+def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    widths = [max(len(c), 10) for c in cols]
+    print(f"{'method':<14}" + "".join(f"{c:>{w + 2}}" for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['name']:<14}  failed: {r['error'][:100]}")
+            continue
+        print(f"{r['name']:<14}" + "".join(f"{fmt(r.get(c)):>{w + 2}}" for c, w in zip(cols, widths, strict=True)))
+
+
+def row(board: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((r for r in board["rows"] if r["name"] == name), {})

@@ -1,0 +1,106 @@
+"""The four seed methods next to the baselines, on tofu-mini (same metrics as benchmarks/baselines.py), and the
+papers' claims checked at this scale:
+- RKLD: forget quality above NPO's at model utility no lower than NPO's; reverse KL above the forward-KL ablation.
+- ICU: MU >= 0.9 x the target's at a forget ROUGE-L no higher than GradDiff's.
+- UniErase: forget ROUGE-L <= 0.2 and refusal rate >= 0.8 with MU >= 0.9 x the target's; sequential mode with 10
+  requests keeps MU >= 0.85 x the target's; wall time against GradDiff's.
+- Reveal-and-Release, given only the forget authors' names: forget ROUGE-L / FQ close to GradDiff WITH the forget
+  file, at MU no lower than GradDiff's.
+Where a claim does not hold at this scale the numbers are printed as they are.
+
+    python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/seed] [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from _common import fmt, print_table, row
+
+COLS = ["forget_quality", "model_utility", "forget_rougeL_recall", "forget_refusal_rate", "privleak", "wall_time_s",
+        "peak_memory_mb", "params_changed"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", default="tofu-mini")
+    ap.add_argument("--out", default="runs/seed")
+    ap.add_argument("--jobs", type=int, default=0)
+    ap.add_argument("--methods", default="graddiff,npo,rkld,rkld_forward,icu,unierase,unierase_seq,reveal_release")
+    args = ap.parse_args()
+    from obliviate.bench.run import bench
+    from obliviate.methods import METHODS
+    import obliviate.methods.all  # noqa: F401
+
+    wanted = args.methods.split(",")
+    # ablations and modes run as extra rows: their outputs go to runs/<name> through bench's per-method overrides
+    variants = {"rkld_forward": ("rkld", {"divergence": "forward"}), "unierase_seq": ("unierase", {"mode": "sequential"})}
+    base = [m for m in wanted if m in METHODS and m not in variants]
+    out = Path(f"{args.out}-{args.scenario}")
+    board = bench(args.scenario, base, out, args.jobs, progress=lambda m: print(m, flush=True))
+    rows = list(board["rows"])
+    for name in [v for v in wanted if v in variants]:
+        method, over = variants[name]
+        if method not in METHODS:
+            continue
+        sub = bench(args.scenario, [method], out / "variants" / name, args.jobs, overrides={method: over},
+                    progress=lambda m: print(m, flush=True))
+        r = dict(row(sub, method))
+        r["name"] = name
+        rows.append(r)
+    print()
+    print_table(rows, COLS)
+    t, get = row(board, "target"), lambda n: next((r for r in rows if r["name"] == n), {})
+
+    def claim(text: str, ok: bool | None) -> None:
+        print(f"  {'ok    ' if ok else 'MISSED' if ok is not None else 'n/a   '} {text}")
+
+    print("\nclaims at this scale:")
+    rk, npo, fw, gd = get("rkld"), get("npo"), get("rkld_forward"), get("graddiff")
+    if rk.get("forget_quality") is not None and npo.get("forget_quality") is not None:
+        claim(f"RKLD FQ {fmt(rk['forget_quality'])} > NPO FQ {fmt(npo['forget_quality'])} with MU "
+              f"{fmt(rk['model_utility'])} >= NPO's {fmt(npo['model_utility'])}",
+              rk["forget_quality"] > npo["forget_quality"] and rk["model_utility"] >= npo["model_utility"])
+    if rk.get("forget_quality") is not None and fw.get("forget_quality") is not None:
+        claim(f"RKLD reverse-KL FQ {fmt(rk['forget_quality'])} > forward-KL FQ {fmt(fw['forget_quality'])}",
+              rk["forget_quality"] > fw["forget_quality"])
+    icu = get("icu")
+    if icu.get("model_utility") is not None and gd.get("forget_rougeL_recall") is not None:
+        claim(f"ICU MU {fmt(icu['model_utility'])} >= 0.9 x target {fmt(0.9 * t['model_utility'])} at forget ROUGE-L "
+              f"{fmt(icu['forget_rougeL_recall'])} <= GradDiff's {fmt(gd['forget_rougeL_recall'])}",
+              icu["model_utility"] >= 0.9 * t["model_utility"]
+              and icu["forget_rougeL_recall"] <= gd["forget_rougeL_recall"])
+    ue = get("unierase")
+    if ue.get("model_utility") is not None:
+        claim(f"UniErase forget ROUGE-L {fmt(ue['forget_rougeL_recall'])} <= 0.2, refusals "
+              f"{fmt(ue['forget_refusal_rate'])} >= 0.8, MU {fmt(ue['model_utility'])} >= 0.9 x target "
+              f"{fmt(0.9 * t['model_utility'])}",
+              ue["forget_rougeL_recall"] <= 0.2 and (ue["forget_refusal_rate"] or 0) >= 0.8
+              and ue["model_utility"] >= 0.9 * t["model_utility"])
+        if gd.get("wall_time_s"):
+            print(f"         UniErase wall time {fmt(ue['wall_time_s'])} s vs GradDiff {fmt(gd['wall_time_s'])} s")
+    us = get("unierase_seq")
+    if us.get("model_utility") is not None:
+        claim(f"UniErase sequential MU {fmt(us['model_utility'])} >= 0.85 x target {fmt(0.85 * t['model_utility'])}",
+              us["model_utility"] >= 0.85 * t["model_utility"])
+        curve = out / "variants" / "unierase_seq" / "runs" / "unierase"
+        for f in curve.glob("*.json"):
+            if "sequential" in f.name or "requests" in f.name:
+                print(f"         per-request curve: {f}")
+    rr = get("reveal_release")
+    if rr.get("model_utility") is not None and gd.get("model_utility") is not None:
+        rounds = out / "runs" / "reveal_release"
+        n_rounds = next((len(json.loads(f.read_text())) for f in rounds.glob("*round*.json")), None)
+        claim(f"Reveal-and-Release (names only, {n_rounds} rounds): forget ROUGE-L {fmt(rr['forget_rougeL_recall'])} "
+              f"/ FQ {fmt(rr['forget_quality'])} vs GradDiff with the forget file {fmt(gd['forget_rougeL_recall'])} / "
+              f"{fmt(gd['forget_quality'])}; MU {fmt(rr['model_utility'])} >= GradDiff's {fmt(gd['model_utility'])}",
+              rr["model_utility"] >= gd["model_utility"])
+    print(f"\nreport: {out / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

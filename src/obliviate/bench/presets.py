@@ -1,0 +1,36 @@
+"""Hyperparameters for the built-in tiny models (about 5M parameters, trained from scratch).
+
+The methods' config defaults are the papers' settings for 7B models (lr 1e-5, batch 32): on a 5M model trained
+with lr 1e-3 those barely move the weights, so `obliviate bench` applies these scaled settings on the built-in
+scenarios and records them in every run's manifest. Each value was chosen on the `synthetic` / `tofu-mini`
+targets (benchmarks/baselines.py, benchmarks/seed_methods.py print what they give); with a real model, pass
+`--paper-defaults` to bench or leave unlearn's defaults alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Shared by every gradient method at tiny scale: the forget sets hold 40 items, so batch 8 gives 5 steps/epoch.
+_COMMON: dict[str, Any] = {"batch_size": 8, "epochs": 10, "warmup_epochs": 1}
+
+TINY: dict[str, dict[str, Any]] = {
+    "ga": {"lr": 1e-4},
+    "graddiff": {"lr": 2e-4},
+    "ga_kl": {"lr": 2e-4},
+    "npo": {"lr": 2e-4},
+    "npo_gd": {"lr": 3e-4},
+    "npo_kl": {"lr": 3e-4},
+    "simnpo": {"lr": 5e-4},
+    "idknll": {"lr": 3e-4},
+    "idkdpo": {"lr": 3e-4},
+    "rmu": {"lr": 1e-3},
+    "rkld": {"lr": 3e-4, "aug_epochs": 5, "aug_lr": 3e-4},
+    "icu": {"lr": 2e-4, "epochs": 15},
+}
+
+
+def preset(method: str, scenario: str) -> dict[str, Any]:
+    """The overrides bench applies for `method` on a built-in scenario (empty for methods without a preset)."""
+    if method not in TINY:
+        return {}
+    return {**_COMMON, **TINY[method]}

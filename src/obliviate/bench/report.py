@@ -1,0 +1,180 @@
+"""The benchmark's outputs: leaderboard.md and a self-contained report.html (inline SVG plots, a sortable table,
+no external resources)."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from obliviate.eval.report import fmt_value
+from obliviate.utils.io import atomic_write_text, read_json
+
+COLUMNS = [  # (key, header, higher is better?)
+    ("forget_quality", "FQ ↑", True), ("model_utility", "MU ↑", True), ("forget_rougeL_recall", "forget ROUGE-L ↓", False),
+    ("privleak", "privleak (→0)", None), ("mia_auc_loss", "AUC loss", None), ("mia_auc_zlib", "AUC zlib", None),
+    ("mia_auc_mink", "AUC Min-K", None), ("mia_auc_minkpp", "AUC Min-K++", None),
+    ("forget_refusal_rate", "refusals", None), ("wall_time_s", "wall s", False), ("peak_memory_mb", "peak MB", False),
+    ("params_changed", "params changed", False),
+]
+
+
+def _attack_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]:
+    keys = sorted({k for r in rows for k in r if k.startswith("attack_")})
+    return [(k, k.removeprefix("attack_").replace("_", " "), None) for k in keys]
+
+
+def leaderboard_markdown(board: dict[str, Any]) -> str:
+    cols = COLUMNS + _attack_columns(board["rows"])
+    head = "| method | " + " | ".join(h for _, h, _ in cols) + " |"
+    sep = "|---" * (len(cols) + 1) + "|"
+    lines = [f"# obliviate bench: {board['scenario']}", "", head, sep]
+    for r in board["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['name']} | failed: {r['error'][:120]} |" + " |" * (len(cols) - 1))
+            continue
+        lines.append(f"| {r['name']} | " + " | ".join(fmt_value(r.get(k)) for k, _, _ in cols) + " |")
+    lines += ["", "FQ: forget quality (KS-test p-value vs the retain model). MU: model utility. privleak: Min-K% AUC "
+              "relative to the retain model's, x100 (0 ideal). AUCs: forget (members) vs holdout (non-members).", ""]
+    return "\n".join(lines)
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def scatter_svg(rows: list[dict[str, Any]]) -> str:
+    """Forget quality (log scale) against model utility; the target and retain models marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        fq, mu = r.get("forget_quality"), r.get("model_utility")
+        if fq is None or mu is None:
+            continue
+        ref = r.get("kind") == "reference"
+        ax.scatter([max(fq, 1e-20)], [mu], s=90 if ref else 45, marker="*" if ref else "o",
+                   color="black" if ref else None, zorder=3)
+        ax.annotate(r["name"], (max(fq, 1e-20), mu), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("forget quality (log, higher = closer to the retain model)")
+    ax.set_ylabel("model utility")
+    ax.grid(alpha=0.3)
+    ax.set_title("Forget quality vs model utility")
+    return _svg(fig)
+
+
+def curves_svg(out: Path, rows: list[dict[str, Any]]) -> str | None:
+    """Per-epoch (history.json) and per-round / per-request curves of iterative methods."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in rows:
+        run = out / "runs" / r["name"]
+        if r.get("kind") != "method" or not run.is_dir():
+            continue
+        for f in sorted(run.glob("*.json")):
+            if f.name in ("manifest.json", "bench.json", "config.json", "generation_config.json", "tokenizer.json",
+                          "tokenizer_config.json", "special_tokens_map.json"):
+                continue
+            data = read_json(f)
+            recs = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), None) \
+                if isinstance(data, dict) else None
+            if not recs or not isinstance(recs[0], dict):
+                continue
+            xkey = next((k for k in ("epoch", "round", "request", "step") if k in recs[0]), None)
+            if xkey is None:
+                continue
+            for key in ("forget_nll_eval", "retain_nll_eval", "reward", "utility", "forget_refusal", "active"):
+                pts = [(float(x[xkey]), float(x[key])) for x in recs if isinstance(x.get(key), (int, float))]
+                if len(pts) > 1:
+                    series.setdefault(key, {})[f"{r['name']} ({f.stem})"] = pts
+    if not series:
+        return None
+    keys = list(series)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for label, pts in series[key].items():
+            ax.plot(*zip(*pts, strict=True), marker=".", label=label)
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch / round / request")
+    axes[0][0].legend(fontsize=6)
+    return _svg(fig)
+
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
+  const asc = th.dataset.dir !== 'asc'; th.dataset.dir = asc ? 'asc' : 'desc';
+  const val = tr => { const v = tr.cells[col].dataset.v; return v === undefined || v === '' ? NaN : +v; };
+  const txt = tr => tr.cells[col].textContent;
+  [...body.rows].sort((a, b) => { const x = val(a), y = val(b);
+      if (isNaN(x) && isNaN(y)) return asc ? txt(a).localeCompare(txt(b)) : txt(b).localeCompare(txt(a));
+      if (isNaN(x)) return 1; if (isNaN(y)) return -1; return asc ? x - y : y - x; })
+    .forEach(tr => body.appendChild(tr));
+}));
+"""
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3;cursor:pointer;user-select:none}td:first-child,th:first-child{text-align:left}
+tr.reference{background:#fafae8}tr.failed{color:#a00}.note{color:#555;font-size:13px}"""
+
+
+def table_html(rows: list[dict[str, Any]]) -> str:
+    cols = COLUMNS + _attack_columns(rows)
+    head = "<tr><th>method</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in cols) + "</tr>"
+    body = []
+    for r in rows:
+        if r.get("error"):
+            body.append(f'<tr class="failed"><td>{html.escape(r["name"])}</td>'
+                        f'<td colspan="{len(cols)}" style="text-align:left">failed: {html.escape(r["error"][:300])}</td></tr>')
+            continue
+        cells = []
+        for k, _, _ in cols:
+            v = r.get(k)
+            num = "" if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)) else repr(v)
+            cells.append(f'<td data-v="{num}">{html.escape(fmt_value(v))}</td>')
+        body.append(f'<tr class="{r.get("kind", "")}"><td>{html.escape(r["name"])}</td>{"".join(cells)}</tr>')
+    return f'<table class="sortable" id="leaderboard"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def write_report(out: Path, board: dict[str, Any]) -> None:
+    rows = board["rows"]
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>obliviate bench: {html.escape(board['scenario'])}"
+             f"</title><style>{_CSS}</style></head><body>",
+             f"<h1>obliviate bench — {html.escape(board['scenario'])}</h1>",
+             f"<p class='note'>Models: {html.escape(board['models'])}. Hyperparameters: "
+             f"{'the papers’ defaults' if board.get('paper_defaults') else 'scaled presets for the tiny models (obliviate/bench/presets.py)'}. "
+             "Click a column to sort.</p>",
+             "<h2>Leaderboard</h2>", table_html(rows),
+             "<p class='note'>FQ: forget quality, the KS-test p-value between the per-item forget truth ratios of the "
+             "model and of the retain model (higher = closer to never having seen the data). MU: model utility, the "
+             "harmonic mean of 9 numbers. privleak: (AUC − AUC_retain)/AUC_retain × 100 with Min-K% (0 ideal, &gt; 0 "
+             "still recognisable). AUCs: forget (members) vs holdout (non-members), 0.5 = indistinguishable.</p>",
+             "<h2>Forget quality vs model utility</h2>", f"<div id='scatter'>{scatter_svg(rows)}</div>"]
+    curves = curves_svg(out, rows)
+    if curves:
+        parts += ["<h2>Per-epoch and per-round curves</h2>", f"<div id='curves'>{curves}</div>"]
+    parts += [f"<script>{_SORT_JS}</script>",
+              f"<script type='application/json' id='data'>{json.dumps(rows, default=str).replace('</', '<' + chr(92) + '/')}"
+              "</script>",
+              "</body></html>"]
+    atomic_write_text(out / "report.html", "\n".join(parts))

@@ -1,0 +1,194 @@
+"""Run every chosen method on one scenario, evaluate each the same way, write the leaderboard and report.
+
+Layout of the output directory:
+    models → the target/retain build (in the cache), eval/target, eval/retain (the reference evaluation),
+    runs/<method>/ (the unlearned model, manifest.json, history, eval/), runs/<method>.error.json on failure,
+    leaderboard.json, leaderboard.md, report.html.
+A method that fails is recorded with its error and the run goes on; a rerun skips finished methods (same config)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from obliviate.utils.hashing import stable_hash
+from obliviate.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+ROW_KEYS = ("forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
+            "retain_rougeL_recall", "forget_refusal_rate", "privleak", "mia_auc_loss", "mia_auc_zlib", "mia_auc_mink",
+            "mia_auc_minkpp", "extraction_strength", "el10")
+
+
+@dataclass
+class Job:
+    method: str
+    config: dict[str, Any]
+    target: str
+    reference_eval: str
+    scenario: str
+    scenario_options: dict[str, Any]
+    out: str
+    threads: int
+
+
+def _job_key(job: Job) -> str:
+    return stable_hash([job.method, job.config, job.scenario, job.scenario_options, job.target])
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Unlearn + evaluate one method (in a worker process); never raises: failures come back as a row."""
+    import torch
+
+    from obliviate import api
+
+    torch.set_num_threads(job.threads)
+    out = Path(job.out)
+    err_file = out.with_name(out.name + ".error.json")
+    t0 = time.time()
+    try:
+        res = api.unlearn(job.target, job.method, out=out, scenario=job.scenario, config=job.config, overwrite=True,
+                          evaluate=True, reference=job.reference_eval, scenario_options=job.scenario_options)
+        atomic_write_json(out / "bench.json", {"key": _job_key(job)})
+        err_file.unlink(missing_ok=True)
+        return {"method": job.method, "ok": True, "seconds": round(time.time() - t0, 1)}
+    except BaseException as e:  # recorded, and the benchmark goes on
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        atomic_write_json(err_file, {"method": job.method, "error": f"{type(e).__name__}: {e}",
+                                     "traceback": traceback.format_exc(), "config": job.config})
+        return {"method": job.method, "ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
+def finished(job: Job) -> bool:
+    out = Path(job.out)
+    return ((out / "eval" / "summary.json").is_file() and (out / "bench.json").is_file()
+            and read_json(out / "bench.json").get("key") == _job_key(job))
+
+
+def changed_fraction(before: str | Path, after: str | Path) -> float:
+    """Share of parameter elements that differ between two saved models (added rows count as changed)."""
+    import torch
+    from safetensors.torch import load_file
+
+    def weights(d: str | Path) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for f in sorted(Path(d).glob("*.safetensors")):
+            out.update(load_file(str(f)))
+        return out
+
+    a, b = weights(before), weights(after)
+    total = changed = 0
+    for k, t in b.items():
+        total += t.numel()
+        if k not in a:
+            changed += t.numel()
+            continue
+        s = a[k]
+        rows = min(s.shape[0], t.shape[0]) if s.ndim and t.ndim else None
+        if rows is not None and s.shape[1:] == t.shape[1:]:
+            changed += int((s[:rows] != t[:rows]).sum()) + (t.shape[0] - rows) * int(t[0].numel())
+        else:
+            changed += t.numel()
+    return changed / max(total, 1)
+
+
+def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out: str | os.PathLike[str] = "runs/bench",
+          jobs: int = 0, data: str | None = None, paper_defaults: bool = False, overrides: dict[str, dict] | None = None,
+          scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
+          attacks: Sequence[str] = ()) -> dict[str, Any]:
+    """Build or reuse the models, run every method (default: all registered), evaluate, write the report."""
+    import obliviate.methods.all  # noqa: F401
+    from obliviate import api
+    from obliviate.bench.presets import preset
+    from obliviate.bench.report import write_report
+    from obliviate.methods import METHODS
+
+    say = progress or (lambda msg: log.info(msg))
+    names = list(methods) if methods else METHODS.names()
+    for n in names:
+        METHODS.get(n)  # unknown names fail before any work, with "did you mean"
+    if attacks:
+        from obliviate.eval.attacks import ATTACKS
+
+        for a in attacks:
+            ATTACKS.get(a)
+    scen_opts = dict(scenario_options or {})
+    if data:
+        scen_opts["data"] = data
+    out_p = Path(out)
+    out_p.mkdir(parents=True, exist_ok=True)
+    say(f"building (or reusing) the {scenario} target and retain models")
+    built = api.build(scenario, overrides={"scenario_options": scen_opts} if scen_opts else None)
+    scen = api.load_scenario(scenario, **scen_opts)
+    evals: dict[str, dict[str, Any]] = {}
+    for role, model in (("retain", built.retain), ("target", built.target)):
+        d = out_p / "eval" / role
+        if not (d / "summary.json").is_file():
+            say(f"evaluating the {role} model")
+            ref = out_p / "eval" / "retain" if role == "target" else built.retain
+            api.evaluate(model, scen, reference=ref, out=d, overwrite=True)
+        evals[role] = read_json(d / "summary.json")
+    n_jobs = jobs or max(1, min(2, os.cpu_count() or 1))
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    todo = []
+    for n in names:
+        cfg = {} if paper_defaults else preset(n, scenario)
+        cfg = {**cfg, **(overrides or {}).get(n, {})}
+        job = Job(n, cfg, str(built.target), str(out_p / "eval" / "retain"), scenario, scen_opts,
+                  str(out_p / "runs" / n), threads)
+        if finished(job):
+            say(f"{n}: already done, skipped")
+        else:
+            todo.append(job)
+    t0 = time.time()
+    if todo:
+        say(f"running {len(todo)} method(s), {n_jobs} at a time, {threads} thread(s) each")
+        if n_jobs == 1:
+            results = [run_job(j) for j in todo]
+        else:
+            with mp.get_context("spawn").Pool(n_jobs, maxtasksperchild=1) as pool:
+                results = []
+                for r in pool.imap_unordered(run_job, todo):
+                    say(f"{r['method']}: {'done in ' + str(r['seconds']) + ' s' if r['ok'] else 'FAILED: ' + r['error']}")
+                    results.append(r)
+    rows = collect_rows(out_p, names, built.target, evals)
+    if attacks:
+        from obliviate.eval.attacks import attack_rows
+
+        attack_rows(rows, out_p, scen, list(attacks), built.target, say)
+    board = {"scenario": scenario, "scenario_options": scen_opts, "models": str(built.target.parent),
+             "paper_defaults": paper_defaults, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
+    atomic_write_json(out_p / "leaderboard.json", board)
+    write_report(out_p, board)
+    return board
+
+
+def collect_rows(out: Path, names: Sequence[str], target: Path, evals: dict[str, dict]) -> list[dict[str, Any]]:
+    rows = [{"name": "target", "kind": "reference", **{k: evals["target"].get(k) for k in ROW_KEYS}},
+            {"name": "retain", "kind": "reference", **{k: evals["retain"].get(k) for k in ROW_KEYS}}]
+    for n in names:
+        run = out / "runs" / n
+        err = run.with_name(n + ".error.json")
+        if (run / "eval" / "summary.json").is_file():
+            s = read_json(run / "eval" / "summary.json")
+            man = read_json(run / "manifest.json")
+            rows.append({"name": n, "kind": "method", **{k: s.get(k) for k in ROW_KEYS},
+                         "wall_time_s": man.get("wall_time_s"), "peak_memory_mb": round(man["peak_memory_bytes"] / 2**20, 1),
+                         "params_changed": round(changed_fraction(target, run), 6), "config": man.get("config")})
+        elif err.is_file():
+            rows.append({"name": n, "kind": "method", "error": read_json(err)["error"]})
+    return rows
+
+
+def clean(out: str | os.PathLike[str]) -> None:
+    shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,206 @@
+"""Recovery attacks: does the forgotten knowledge come back when someone tries?
+
+Each attack measures the forget set before and after, on the unlearned model AND on the original target, and
+reports the recovery ratio = forget ROUGE-L recall after / before (how much of what was measured before the
+attack is there after it; > 1 means the attack brought knowledge back):
+- relearn: fine-tune for a few steps on one half of the forget set, measure the OTHER half (Hu et al. 2024:
+  unlearned knowledge often returns after brief relearning on related data);
+- paraphrase: ask the forget questions in other words (TOFU's paraphrased_question);
+- quantize: round the weights to 8 and 4 bits (per output channel, symmetric) — rounding is known to undo small
+  unlearning updates (Zhang et al. 2024);
+- prefix: give the first part of each forget answer and greedily generate the rest."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from obliviate.config import Config, build_config
+from obliviate.data.records import QA, Split
+from obliviate.errors import DataError
+from obliviate.eval import metrics as M
+from obliviate.eval.runner import ModelRunner
+from obliviate.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class AttackConfig(Config):
+    """Attack settings. relearn: `steps` optimiser steps at `lr` (batch `batch_size`) on a `fraction` of the
+    forget set (seeded split), measured on the rest. quantize: `bits` (8 and 4). prefix: `prefix_fraction` of
+    each answer's tokens given. `max_new_tokens` for every generation."""
+
+    steps: int = Field(10, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    fraction: float = Field(0.5, gt=0, lt=1)
+    seed: int = 0
+    bits: list[int] = [8, 4]
+    prefix_fraction: float = Field(0.5, gt=0, lt=1)
+    max_new_tokens: int = Field(200, ge=1)
+
+
+def forget_scores(model, tok, records: Sequence[QA], max_new_tokens: int, questions: Sequence[str] | None = None) -> dict[str, float]:
+    """Mean ROUGE-L recall of greedy answers and mean probability of the true answers."""
+    qs = list(questions) if questions is not None else [r.question for r in records]
+    recs = [r.with_(question=q) for r, q in zip(records, qs, strict=True)]
+    runner = ModelRunner(model, tok, max_new_tokens=max_new_tokens, name="attack")
+    split = Split("attack", tuple(recs))
+    gens = runner.generations(split)
+    stats = runner.split_stats(split)["answer"]
+    return {"rougeL": float(np.mean([M.rouge_l_recall(g, r.answer) for g, r in zip(gens, recs, strict=True)])),
+            "prob": float(np.mean([M.probability(s.logps) for s in stats]))}
+
+
+def ratio(after: float, before: float) -> float | None:
+    return None if before <= 0 else after / before
+
+
+AttackFn = Callable[[Any, Any, Sequence[QA], AttackConfig], dict[str, Any]]
+ATTACKS: Registry[AttackFn] = Registry("attack")
+
+
+@ATTACKS.register("relearn")
+def relearn(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+    """Fine-tune briefly on one part of the forget set; measure the other part before and after."""
+    from obliviate.methods.base import TrainConfig
+    from obliviate.methods.common import FinetuneNLL
+    from obliviate.methods.engine import train
+
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(forget)).tolist()
+    k = max(1, min(len(forget) - 1, round(len(forget) * cfg.fraction)))
+    if len(forget) < 2:
+        raise DataError("the relearning attack needs at least 2 forget items (one to train on, one to measure)")
+    train_part = [forget[i] for i in sorted(order[:k])]
+    held = [forget[i] for i in sorted(order[k:])]
+    before = forget_scores(model, tok, held, cfg.max_new_tokens)
+    spe = math.ceil(len(train_part) / cfg.batch_size)
+    tcfg = TrainConfig(lr=cfg.lr, epochs=math.ceil(cfg.steps / spe), batch_size=cfg.batch_size, warmup_epochs=0,
+                       weight_decay=0.0, seed=cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="obliviate-relearn-") as d:
+        attacked, state = train(FinetuneNLL(tcfg), copy.deepcopy(model), tok, train_part, [], Path(d))
+    after = forget_scores(attacked.eval(), tok, held, cfg.max_new_tokens)
+    return {"before": before, "after": after, "steps": state.step, "trained_on": len(train_part),
+            "measured_on": len(held)}
+
+
+@ATTACKS.register("paraphrase")
+def paraphrase(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+    """The forget metrics on paraphrased questions."""
+    recs = [r for r in forget if r.paraphrased_question]
+    if not recs:
+        raise DataError("the paraphrase attack needs forget records with 'paraphrased_question' (TOFU's "
+                        "forgetNN_perturbed and the synthetic scenario have them)")
+    before = forget_scores(model, tok, recs, cfg.max_new_tokens)
+    after = forget_scores(model, tok, recs, cfg.max_new_tokens, [r.paraphrased_question for r in recs])
+    return {"before": before, "after": after, "measured_on": len(recs)}
+
+
+def quantize_weights(model, bits: int):
+    """A copy with every Linear/Embedding weight rounded to `bits` (symmetric, per output channel: each row is
+    scaled by its absmax / (2^(bits-1) − 1), rounded, and scaled back)."""
+    q = copy.deepcopy(model)
+    levels = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for mod in q.modules():
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)):
+                w = mod.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
+                w.copy_(torch.round(w / scale).clamp(-levels, levels) * scale)
+    return q.eval()
+
+
+@ATTACKS.register("quantize")
+def quantize(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+    """Round the weights to 8 and 4 bits and re-evaluate the forget set."""
+    before = forget_scores(model, tok, forget, cfg.max_new_tokens)
+    per_bits = {str(b): forget_scores(quantize_weights(model, b), tok, forget, cfg.max_new_tokens) for b in cfg.bits}
+    worst = max(per_bits.values(), key=lambda s: s["rougeL"])
+    return {"before": before, "after": worst, "per_bits": per_bits, "measured_on": len(forget)}
+
+
+@ATTACKS.register("prefix")
+def prefix(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+    """Give the first part of each answer; measure how much of the rest the model completes (greedy)."""
+    runner = ModelRunner(model, tok, max_new_tokens=cfg.max_new_tokens, name="attack")
+    prompts, rests = [], []
+    for r in forget:
+        ans = runner.fmt.answer_ids(r.answer, eos=False)
+        k = max(1, int(len(ans) * cfg.prefix_fraction))
+        if k >= len(ans):
+            continue
+        prompts.append(runner.fmt.prompt_ids(r.question) + ans[:k])
+        rests.append(tok.decode(ans[k:], skip_special_tokens=True))
+    if not prompts:
+        raise DataError("the prefix attack needs forget answers of at least 2 tokens")
+    conts = runner.generate_ids(prompts, cfg.max_new_tokens)
+    after = float(np.mean([M.rouge_l_recall(tok.decode(c, skip_special_tokens=True), rest)
+                           for c, rest in zip(conts, rests, strict=True)]))
+    before = forget_scores(model, tok, forget, cfg.max_new_tokens)
+    return {"before": before, "after": {"rougeL": after}, "measured_on": len(prompts)}
+
+
+def run_attack(name: str, model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+    res = ATTACKS.get(name)(model, tok, forget, cfg)
+    res["recovery"] = ratio(res["after"]["rougeL"], res["before"]["rougeL"])
+    return res
+
+
+def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[str] | None = None,
+           overwrite: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one recovery attack on `model` and, for comparison, on the original `target` (a model path or
+    (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given."""
+    from obliviate.api import _load, load_scenario
+    from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir
+
+    ATTACKS.get(name)
+    cfg = build_config(AttackConfig, config or {}, where="attack config")
+    if out is not None:
+        check_output_dir(out, overwrite)
+    scen = load_scenario(scenario)
+    forget = list(scen.forget.records)
+    m, tok, label = _load(model, "model")
+    result = {"attack": name, "model": label, "config": cfg.model_dump(), "unlearned": run_attack(name, m, tok, forget, cfg)}
+    if target is not None:
+        tm, ttok, tlabel = _load(target, "target")
+        result["target_model"] = tlabel
+        result["target"] = run_attack(name, tm, ttok, forget, cfg)
+    if out is not None:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            atomic_write_json(tmp / "attack.json", result)
+    return result
+
+
+def attack_rows(rows: list[dict[str, Any]], out: Path, scen, names: list[str], target: Path,
+                say: Callable[[str], None]) -> None:
+    """bench --attacks: add `attack_<name>_after` and `attack_<name>_recovery` columns to each method's row."""
+    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.utils.io import atomic_write_json, read_json
+
+    forget = list(scen.forget.records)
+    cfg = AttackConfig()
+    for r in rows:
+        model_dir = target if r["name"] == "target" else out / "runs" / r["name"]
+        if r.get("error") or r["name"] == "retain" or not (model_dir / "config.json").is_file():
+            continue
+        cache = out / "attacks" / f"{r['name']}.json"
+        done = read_json(cache) if cache.is_file() else {}
+        m, tok = load_model_and_tokenizer(model_dir)
+        for a in names:
+            if a not in done:
+                say(f"attack {a} on {r['name']}")
+                done[a] = run_attack(a, m, tok, forget, cfg)
+                atomic_write_json(cache, done)
+            r[f"attack_{a}_after"] = done[a]["after"]["rougeL"]
+            r[f"attack_{a}_recovery"] = done[a]["recovery"]
