@@ -9,6 +9,7 @@ from obliviate.errors import ConfigError
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
 from obliviate.methods.common import num, tok_denom
 from obliviate.methods.losses import rmu_loss, shift
+from obliviate.models.layers import decoder_layers
 
 
 class RMUConfig(TrainConfig):
@@ -30,20 +31,6 @@ class RMUConfig(TrainConfig):
     update_layers: list[int] | None = None
     update_modules: list[str] = ["mlp.down_proj"]
     lr: float = Field(5e-5, gt=0)
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP wrapper
-        model = model.module
-    for path in ("model.layers", "base_model.model.model.layers", "transformer.h", "gpt_neox.layers"):
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
-    raise ConfigError(f"{type(model).__name__}: cannot find the decoder layers (looked for model.layers, transformer.h)")
 
 
 @register_method("rmu", doc="Steer forget activations at one layer to a random direction; keep retain activations.")

@@ -1,0 +1,239 @@
+"""Locate-then-edit, MEMIT/AlphaEdit style, for Llama-style MLPs.
+
+An edit request says: after `prompt`, emit `target`; the knowledge lives at the subject's last token. For a batch
+of requests and a band of layers l₁ < … < L:
+
+1. target value (MEMIT `compute_z`): optimise a residual δ added to layer L's MLP output at the subject's last
+   token, so the model emits the target after every context variant of the prompt. Loss = mean target NLL
+   + kl_factor · KL(p₀ ‖ p_δ) of the next token after "{subject} is a" (the subject keeps its meaning)
+   + v_weight_decay · ‖δ‖ / ‖h_L‖²; after each step ‖δ‖ is clamped to clamp_norm_factor · ‖h_L‖. z = h_L + δ.
+2. for each layer l in order (MEMIT's spread): keys K (d_k, n) = the down-projection input at the subject's last
+   token, averaged over the context variants; residual R = (z − h_L(current weights)) / (layers left); update
+   W_l += Δ with Δ the AlphaEdit solution (algebra.py), which leaves keys of preserved text unchanged.
+3. sequential editing: after a batch, its keys (on the edited model) join K_p K_pᵀ, so later batches keep it.
+
+References: Meng et al., MEMIT (ICLR 2023, arXiv 2210.07229); Fang et al., AlphaEdit (ICLR 2025, arXiv 2410.02355).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from obliviate.config import Config
+from obliviate.edit.algebra import alphaedit_update, null_space_projector
+from obliviate.edit.anatomy import add_at_positions, capture_keys, capture_layer_output, down_proj
+from obliviate.eval.passes import model_device, pad_batch
+
+log = logging.getLogger(__name__)
+
+
+class EditConfig(Config):
+    """AlphaEdit's settings for Llama-3-8B (its official hparams), which UniErase's code reuses.
+
+    - `v_lr`, `v_steps`: Adam step size and steps of the target-value optimisation (0.1, 25).
+    - `v_weight_decay`: weight of ‖δ‖ / ‖h_L‖² (0.5). `clamp_norm_factor`: ‖δ‖ ≤ factor · ‖h_L‖ (0.75).
+    - `kl_factor`: weight of the KL term on "{subject} is a" (0.0625). `kl_prompt`: that prompt.
+    - `v_stop_loss`: stop optimising δ once the loss is below this (5e-2, MEMIT).
+    - `l2` λ: the update's ridge term (10).
+    - `nullspace_threshold`: eigenvalues of E[k kᵀ] below it span the null space the update lives in (2e-2).
+    - `cov_tokens`: token positions of preserved text the statistics are collected on (MEMIT: 100,000 samples).
+    - `batch_size`: sequences per forward pass when collecting keys."""
+
+    v_lr: float = Field(0.1, gt=0)
+    v_steps: int = Field(25, ge=1)
+    v_weight_decay: float = Field(0.5, ge=0)
+    clamp_norm_factor: float = Field(0.75, gt=0)
+    kl_factor: float = Field(0.0625, ge=0)
+    kl_prompt: str = "{} is a"
+    v_stop_loss: float = Field(5e-2, ge=0)
+    l2: float = Field(10.0, gt=0)
+    nullspace_threshold: float = Field(2e-2, ge=0)
+    cov_tokens: int = Field(100_000, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+@dataclass(frozen=True)
+class EditPrompt:
+    """Token ids of one prompt and the position of the subject's last token in them."""
+
+    ids: tuple[int, ...]
+    subject_pos: int
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """`prompts[0]` is the request's own prompt; all of them (it and its context variants) are read for the key
+    and must emit `target`. `kl_prompt` ("{subject} is a") keeps the subject's meaning; None leaves it out."""
+
+    prompts: tuple[EditPrompt, ...]
+    target: tuple[int, ...]
+    kl_prompt: EditPrompt | None = None
+
+
+def locate(tokenizer, text: str, subject: str, *, add_special_tokens: bool = True, start: int = 0) -> EditPrompt:
+    """Tokenise `text` and find the last token of the first occurrence of `subject` at or after character `start`.
+
+    Uses the fast tokenizer's character offsets (robust to BPE merges across the subject's end); a slow tokenizer
+    falls back to counting the tokens of the text up to the subject's end (MEMIT's method)."""
+    at = text.find(subject, start)
+    if not subject or at < 0:
+        raise ValueError(f"subject {subject!r} does not occur in the prompt {text!r}")
+    end = at + len(subject)
+    try:
+        enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        pos = max(i for i, (s, e) in enumerate(offsets) if e > s and s < end)
+        ids = enc["input_ids"]
+    except (NotImplementedError, ValueError, KeyError):
+        ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        pos = len(tokenizer(text[:end], add_special_tokens=add_special_tokens)["input_ids"]) - 1
+    return EditPrompt(tuple(ids), pos)
+
+
+@dataclass
+class TargetResult:
+    z: torch.Tensor  # (d,) the value layer L's output should have at the subject's last token
+    delta_norm: float
+    nll: float  # target NLL at the end of the optimisation (mean over prompts)
+    steps: int
+
+
+def _batch(seqs: Sequence[Sequence[int]], pad_id: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, mask, _ = pad_batch([list(s) for s in seqs], pad_id)  # right padding: real positions keep their index
+    return ids.to(dev), mask.to(dev)
+
+
+def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id: int) -> TargetResult:
+    """Step 1 (MEMIT `compute_z`): the value z = h_L + δ that makes every prompt of `req` emit its target."""
+    dev = model_device(model)
+    tgt = list(req.target)
+    rows = [list(p.ids) + tgt[:-1] for p in req.prompts]  # teacher-forced target (all but its last token)
+    subj = [p.subject_pos for p in req.prompts]
+    if req.kl_prompt is not None:
+        rows.append(list(req.kl_prompt.ids))
+        subj.append(req.kl_prompt.subject_pos)
+    ids, mask = _batch(rows, pad_id, dev)
+    n_rw = len(req.prompts)
+    # position t predicts token t+1: target token j is read at len(prompt) − 1 + j
+    pos = torch.tensor([[len(p.ids) - 1 + j for j in range(len(tgt))] for p in req.prompts], device=dev)  # (P, T)
+    tgt_t = torch.tensor(tgt, device=dev).expand(n_rw, -1)  # (P, T)
+    r_idx, c_idx = torch.arange(len(rows), device=dev), torch.tensor(subj, device=dev)
+
+    with torch.no_grad(), capture_layer_output(model, layer) as out:
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, S, V)
+        h0 = out["h"][0, subj[0]].detach().clone()  # (d,) layer-L output at the request's own subject token
+        kl_init = (F.log_softmax(logits[-1, len(req.kl_prompt.ids) - 1].float(), -1)
+                   if req.kl_prompt is not None else None)
+    delta = torch.zeros_like(h0, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.v_lr)
+    max_norm = cfg.clamp_norm_factor * h0.norm()
+    nll_val, step = float("nan"), 0
+    for step in range(1, cfg.v_steps + 1):
+        with add_at_positions(model, layer, delta, r_idx, c_idx):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        logp = F.log_softmax(logits[:n_rw].float(), -1)  # (P, S, V)
+        tok_logp = logp[torch.arange(n_rw, device=dev)[:, None], pos].gather(-1, tgt_t[..., None])[..., 0]  # (P, T)
+        nll = -tok_logp.mean(1).mean()
+        loss = nll + cfg.v_weight_decay * delta.norm() / h0.norm() ** 2
+        if kl_init is not None and cfg.kl_factor > 0:
+            cur = F.log_softmax(logits[-1, len(req.kl_prompt.ids) - 1].float(), -1)  # type: ignore[union-attr]
+            loss = loss + cfg.kl_factor * F.kl_div(cur, kl_init, log_target=True, reduction="sum")
+        nll_val = float(nll.detach())
+        if float(loss.detach()) < cfg.v_stop_loss:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():  # MEMIT: project δ back onto the ball of radius clamp_norm_factor · ‖h_L‖
+            if delta.norm() > max_norm:
+                delta.mul_(max_norm / delta.norm())
+    delta = delta.detach()
+    return TargetResult(h0 + delta, float(delta.norm()), nll_val, step)
+
+
+class Editor:
+    """Edits a model's down-projections in `layers` with the AlphaEdit update, keeping the keys of every earlier
+    edit (sequential editing). `second_moments[l]` = E[k kᵀ] of preserved text at layer l (stats.py)."""
+
+    def __init__(self, model, layers: Sequence[int], second_moments: dict[int, torch.Tensor], cfg: EditConfig,
+                 pad_id: int) -> None:
+        self.model, self.layers, self.cfg, self.pad_id = model, sorted(layers), cfg, pad_id
+        if not self.layers:
+            raise ValueError("no edit layers")
+        dev = model_device(model)
+        self.projectors = {l: null_space_projector(second_moments[l], cfg.nullspace_threshold).to(dev)
+                           for l in self.layers}
+        self.preserved = {l: torch.zeros_like(self.projectors[l]) for l in self.layers}  # K_p K_pᵀ
+        self.null_dims = {l: round(float(torch.trace(p))) for l, p in self.projectors.items()}
+        log.info("null-space dimensions per edit layer: %s (of d_k=%d)", self.null_dims,
+                 down_proj(model, self.layers[0]).in_features)
+
+    @torch.no_grad()
+    def keys(self, requests: Sequence[EditRequest], layer: int) -> torch.Tensor:
+        """K (d_k, n): the down-projection input at each request's subject token, averaged over its prompts."""
+        flat = [(i, p) for i, r in enumerate(requests) for p in r.prompts]
+        dev = model_device(self.model)
+        d_k = down_proj(self.model, layer).in_features
+        sums = torch.zeros(len(requests), d_k, dtype=torch.float64, device=dev)
+        bs = self.cfg.batch_size
+        with capture_keys(self.model, [layer]) as store:
+            for s in range(0, len(flat), bs):
+                chunk = flat[s:s + bs]
+                ids, mask = _batch([p.ids for _, p in chunk], self.pad_id, dev)
+                self.model(input_ids=ids, attention_mask=mask)
+                k = store[layer][torch.arange(len(chunk), device=dev), [p.subject_pos for _, p in chunk]]  # (b, d_k)
+                sums.index_add_(0, torch.tensor([i for i, _ in chunk], device=dev), k.double())
+        counts = torch.tensor([len(r.prompts) for r in requests], dtype=torch.float64, device=dev)
+        return (sums / counts[:, None]).T
+
+    @torch.no_grad()
+    def layer_values(self, requests: Sequence[EditRequest], layer: int) -> torch.Tensor:
+        """(n, d): the output of decoder layer `layer` at each request's own prompt's subject token."""
+        dev = model_device(self.model)
+        out = []
+        bs = self.cfg.batch_size
+        with capture_layer_output(self.model, layer) as store:
+            for s in range(0, len(requests), bs):
+                chunk = [r.prompts[0] for r in requests[s:s + bs]]
+                ids, mask = _batch([p.ids for p in chunk], self.pad_id, dev)
+                self.model(input_ids=ids, attention_mask=mask)
+                out.append(store["h"][torch.arange(len(chunk), device=dev), [p.subject_pos for p in chunk]])
+        return torch.cat(out).double()
+
+    def edit(self, requests: Sequence[EditRequest],
+             progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Apply one batch of requests; returns per-request statistics of the target-value step."""
+        model, cfg = self.model, self.cfg
+        was_training = model.training
+        grads = {n: p.requires_grad for n, p in model.named_parameters()}
+        model.eval().requires_grad_(False)
+        try:
+            z_layer = self.layers[-1]
+            targets = []
+            for i, r in enumerate(requests):
+                targets.append(compute_target(model, r, z_layer, cfg, self.pad_id))
+                if progress:
+                    progress({"stage": "edit_targets", "step": i + 1, "total": len(requests),
+                              "target_nll": targets[-1].nll})
+            zs = torch.stack([t.z for t in targets]).double()  # (n, d)
+            for i, layer in enumerate(self.layers):
+                k = self.keys(requests, layer)  # (d_k, n)
+                resid = (zs - self.layer_values(requests, z_layer)).T / (len(self.layers) - i)  # (d, n)
+                delta = alphaedit_update(resid, k, self.projectors[layer], self.preserved[layer], cfg.l2)
+                w = down_proj(model, layer).weight
+                w.add_(delta.to(w.dtype))
+            for layer in self.layers:  # this batch's keys, on the edited model, are preserved from now on
+                k = self.keys(requests, layer)
+                self.preserved[layer] += k @ k.T
+        finally:
+            model.train(was_training)
+            for n, p in model.named_parameters():
+                p.requires_grad_(grads[n])
+        return [{"target_nll": t.nll, "delta_norm": t.delta_norm, "steps": t.steps} for t in targets]

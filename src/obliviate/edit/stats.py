@@ -1,0 +1,90 @@
+"""Second-moment statistics of the keys of preserved text, E[k kᵀ] per edited layer, collected once and cached.
+
+MEMIT and AlphaEdit collect them on 100,000 Wikipedia samples; offline, the preserved text is what the caller
+gives (UniErase: the scenario's retain/general training text). A cache entry is keyed by the model's fingerprint,
+the layer, the exact token ids it was computed from and the sample budget, so it can never be reused for another
+model or other text."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from obliviate.edit.anatomy import capture_keys, down_proj
+from obliviate.utils.hashing import stable_hash
+from obliviate.utils.io import cache_root
+
+log = logging.getLogger(__name__)
+STATS_FORMAT = 1  # bump when the statistic's definition changes
+
+
+def stats_dir() -> Path:
+    return cache_root() / "edit_stats"
+
+
+def _budget(seqs: Sequence[Sequence[int]], max_tokens: int) -> list[list[int]]:
+    """The sequences, in order, until `max_tokens` token positions are covered (the last one cut to fit)."""
+    out, left = [], max_tokens
+    for s in seqs:
+        if left <= 0:
+            break
+        out.append(list(s[:left]))
+        left -= len(out[-1])
+    return out
+
+
+@torch.no_grad()
+def key_second_moments(model, layers: Sequence[int], seqs: Sequence[Sequence[int]], *, max_tokens: int = 100_000,
+                       batch_size: int = 16, pad_id: int = 0, model_fp: str | None = None,
+                       cache: bool = True) -> dict[int, torch.Tensor]:
+    """E[k kᵀ] (d_k, d_k, float64) over every non-padding token position of `seqs` (at most `max_tokens`), for
+    each layer in `layers`. With `cache` (and `model_fp`, the model's fingerprint), each layer's matrix is read
+    from / written to `<cache>/edit_stats/<fingerprint>/layer<l>-<data>.pt`."""
+    from obliviate.eval.passes import model_device, pad_batch
+
+    seqs = _budget(seqs, max_tokens)
+    if not seqs:
+        raise ValueError("no token sequences to collect key statistics from")
+    data_key = stable_hash([STATS_FORMAT, seqs], 16)
+    paths = {l: stats_dir() / str(model_fp) / f"layer{l}-{data_key}.pt" for l in layers}
+    out: dict[int, torch.Tensor] = {}
+    if cache and model_fp:
+        for l, p in paths.items():
+            if p.is_file():
+                try:
+                    out[l] = torch.load(p, map_location="cpu", weights_only=True)
+                except Exception:  # a corrupt entry is recomputed, never trusted
+                    log.warning("ignoring unreadable key statistics %s", p)
+    todo = [l for l in layers if l not in out]
+    if not todo:
+        return out
+    was = model.training
+    model.eval()
+    dev = model_device(model)
+    sums = {l: torch.zeros(down_proj(model, l).in_features, down_proj(model, l).in_features, dtype=torch.float64)
+            for l in todo}
+    count = 0
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: less padding
+    with capture_keys(model, todo) as keys:
+        for s in range(0, len(order), batch_size):
+            ids, mask, _ = pad_batch([seqs[i] for i in order[s:s + batch_size]], pad_id)
+            model(input_ids=ids.to(dev), attention_mask=mask.to(dev))
+            keep = mask.bool().to(dev)
+            for l in todo:
+                k = keys[l][keep].double()  # (N, d_k)
+                sums[l] += (k.T @ k).cpu()
+            count += int(keep.sum())
+    model.train(was)
+    for l in todo:
+        out[l] = sums[l] / count
+        if cache and model_fp:
+            paths[l].parent.mkdir(parents=True, exist_ok=True)
+            tmp = paths[l].with_suffix(f".{os.getpid()}.tmp")  # unique: two runs may fill the cache at once
+            torch.save(out[l], tmp)
+            tmp.replace(paths[l])
+    log.info("key statistics: %d token positions, layers %s", count, todo)
+    return out
