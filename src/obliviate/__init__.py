@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-_API = ("build", "evaluate", "load_scenario", "unlearn")
+_API = ("build", "evaluate", "forget", "load_scenario", "unlearn")
 __all__ = ["__version__", *_API]
 
 

@@ -103,3 +103,22 @@ def _reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConfig) -> 
             raise ModelError(f"{p}: neither a model directory nor a saved evaluation (no config.json, no eval.json)")
     m, tok, name = _load(reference, "reference")
     return reference_from_runner(make_runner(m, tok, cfg, name), scen, cfg)
+
+
+def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str], method: str = "reveal_release",
+           config: dict[str, Any] | None = None, keep_revealed: bool = False, retain=None,
+           scenario: str | Scenario | None = None, evaluate: bool = False, reference: ModelLike | None = None,
+           data: str | None = None, scenario_options: dict[str, Any] | None = None,
+           eval_config: dict[str, Any] | None = None, overwrite: bool = False, progress=None):
+    """Forget everything `model` knows about the named `targets` WITHOUT any forget data, with a
+    self-generated-data method (Reveal-and-Release by default), and save the model, manifest.json, the ledger and
+    the per-round log to `out`. `retain` (file or records) is optional; the revealed text is saved only with
+    `keep_revealed`. `scenario` serves only to evaluate the result (`evaluate`). Returns an UnlearnResult."""
+    from obliviate.methods.reveal_release import forget_by_name
+
+    if evaluate and scenario is None:
+        raise ConfigError("--eval needs --scenario (the evaluation sets come from a scenario)")
+    scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
+    return forget_by_name(model, targets, out, method=method, config=config, keep_revealed=keep_revealed,
+                          retain=retain, scenario=scen, evaluate=evaluate, reference=reference, overwrite=overwrite,
+                          progress=progress, eval_config=eval_config)

@@ -62,16 +62,31 @@ def run() -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception as e:
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
+        exits, usage, aborts = _click_exceptions()
+        if isinstance(e, exits):
+            sys.exit(getattr(e, "exit_code", 0))
+        if isinstance(e, usage):
+            e.show()  # typer's own one-line usage error (a missing or unknown option)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, aborts):
             sys.exit(1)
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """click's exception types, and typer's vendored copies of them (typer >= 0.29 raises its own)."""
+    import click
+
+    exits, usage, aborts = [click.exceptions.Exit], [click.ClickException], [click.exceptions.Abort]
+    try:
+        from typer._click import exceptions as tce
+
+        for bucket, name in ((exits, "Exit"), (usage, "ClickException"), (aborts, "Abort")):
+            if hasattr(tce, name):
+                bucket.append(getattr(tce, name))
+    except ImportError:
+        pass
+    return tuple(exits), tuple(usage), tuple(aborts)
 
 
 def _overrides(pairs: list[str] | None) -> dict:
@@ -234,6 +249,40 @@ def _manifest_input(model: str) -> str | None:
         if name and (Path(name) / "config.json").is_file():
             return name
     return None
+
+
+@app.command()
+def forget(model: Annotated[str, typer.Option(help="model directory or hub id (never modified)")],
+           target: Annotated[list[str], typer.Option("--target", help="a name to forget (repeat for several)")],
+           out: Annotated[Path, typer.Option(help="output directory (model, manifest.json, per-round log)")],
+           method: Annotated[str, typer.Option(help="a self-generated-data method")] = "reveal_release",
+           keep_revealed: Annotated[bool, typer.Option(
+               "--keep-revealed", help="also save what the model revealed (it may be the private data being deleted)")] = False,
+           retain: Annotated[Path | None, typer.Option(help="optional retain set file to protect")] = None,
+           scenario: Annotated[str | None, typer.Option(help="scenario to evaluate on (with --eval)")] = None,
+           eval_: Annotated[bool, typer.Option("--eval", help="evaluate the result into OUT/eval")] = False,
+           reference: Annotated[str | None, typer.Option(help="retain model (or its saved eval) for --eval")] = None,
+           data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+           overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+           overrides: Overrides = None) -> None:
+    """Forget what a model knows about the named targets, without any forget data (Reveal-and-Release)."""
+    from obliviate import api
+
+    cfg = _overrides(overrides)
+    scen_opts = cfg.pop("scenario_options", None)
+
+    def progress(info: dict) -> None:
+        if "reward" in info:  # one line per round; the per-step training events are not shown
+            probe = info.get("probe_nll")
+            err.print(f"round {info['round']}: reward {info['reward']:.3f}, revealed {info['n_revealed']}, "
+                      f"released {bool(info.get('released'))}" + (f", probe NLL {probe:.3f}" if probe is not None else ""))
+
+    res = api.forget(model, target, out=out, method=method, config=cfg, keep_revealed=keep_revealed, retain=retain,
+                     scenario=scenario, evaluate=eval_, reference=reference, data=data, scenario_options=scen_opts,
+                     overwrite=overwrite, progress=progress)
+    if res.summary:
+        print_summary(res.summary, f"forget {', '.join(target)}: {out}")
+    con.print(f"forgot {len(target)} target(s) in {res.manifest['wall_time_s']} s\noutput: {res.out}")
 
 
 @app.command("ledger")

@@ -120,7 +120,11 @@ def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA]
     """Run one method; returns the final (merged) model and extras to save (histories, logs)."""
     method = info.cls(cfg)
     if hasattr(method, "apply"):
-        ctx = ApplyContext(model, tokenizer, forget, retain, work, progress, scenario)
+        def keep(m, name: str) -> None:  # intermediate models (UniErase's sequential requests) go to out/requests
+            if dist.is_main():
+                save_model(m, tokenizer, work / "requests" / name)
+
+        ctx = ApplyContext(model, tokenizer, forget, retain, work, progress, scenario, save_model=keep)
         model = method.apply(ctx)
         return model, ctx.extras
     assert isinstance(method, GradientMethod)
@@ -194,8 +198,9 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
         if final.exists():
             shutil.rmtree(final)
         save_model(new_model, tok, final)
-        if (work / "final_adapter").exists():
-            shutil.move(str(work / "final_adapter"), str(final / "adapter"))
+        for extra, dest in (("final_adapter", "adapter"), ("requests", "requests")):
+            if (work / extra).exists():
+                shutil.move(str(work / extra), str(final / dest))
         for k, v in extras.items():
             atomic_write_json(final / f"{k}.json", v)
         atomic_write_json(final / "manifest.json", manifest)
@@ -207,7 +212,7 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
         ledger.write(final, model if isinstance(model, (str, os.PathLike)) else None, ledger.make_record(
             method=info.name, config=cfg.model_dump(), input_fingerprint=input_fp,
             output_fingerprint=manifest["output_fingerprint"], data_hashes=manifest["data"],
-            forget_texts=ledger.item_texts(f_recs), targets=targets, before=before, after=summary,
+            forget_texts=[] if targets else ledger.item_texts(f_recs), targets=targets, before=before, after=summary,
             scenario=manifest["scenario"]))
         if out_p.exists():
             shutil.rmtree(out_p)

@@ -1,0 +1,279 @@
+"""Reveal-and-Release and forgetting by name (METHODS.md §4): the instruction pool, the bandits, the reveal scores,
+the O-LoRA penalty, and end-to-end runs on the tiny Llama of conftest.py — above all, that the method never
+trains on the forget data: only the target names reach it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import obliviate
+from obliviate.data.instructions import NEUTRAL_NAMES, builtin_instructions, instruction_pool, load_instructions
+from obliviate.data.records import QA
+from obliviate.errors import ConfigError, DataError
+from obliviate.methods.reveal.bandit import UCB1, NeuralUCB
+from obliviate.methods.reveal.release import orthogonality
+from obliviate.methods.reveal.reveal import ArmResult, Candidate, dedup, lcs_f1, marginal_vendi, weighted_harmonic
+from obliviate.methods.reveal_release import forget_by_name, recording_training_examples
+
+# Small and fast (the engine trains each round's LoRA module): the contract test's step size, two rounds at most.
+FAST = {"epochs": 3, "batch_size": 4, "lr": 3e-3, "max_rounds": 2, "n_samples": 2}
+
+
+# ---------------------------------------------------------------------------------------------- instruction pool
+
+
+def _questions(records) -> set[str]:
+    return {q for r in records for q in (r.question, r.paraphrased_question) if q}
+
+
+def _assert_pool_disjoint(names, questions: set[str]) -> None:
+    pool = builtin_instructions(("person", "work", "topic"))
+    clash = sorted({i.render(n) for i in pool for n in names} & questions)
+    assert not clash, f"pool templates equal benchmark questions: {clash[:3]}"
+
+
+def test_pool_never_reproduces_a_benchmark_question(forget_records, retain_records):
+    """No rendered template equals a question the benchmark models were trained or evaluated on, so a
+    (prompt, answer) pair the method trains on can never be a forget record, even when the model answers with
+    exactly the memorised text: the synthetic world (every person), the test model's records, and TOFU's forget
+    and retain questions when the data is present."""
+    from obliviate.data.synthetic import generate_world
+
+    w = generate_world()
+    _assert_pool_disjoint([p.name for p in w.people], _questions(q for qs in w.qa.values() for q in qs))
+    recs = forget_records + retain_records
+    _assert_pool_disjoint({r.subject for r in recs}, _questions(recs))
+    from obliviate.data.scenarios import tofu_data_source
+
+    try:
+        scen = obliviate.load_scenario("tofu", data=tofu_data_source(None), forget_split="forget10")
+    except DataError:
+        return  # TOFU files absent: the synthetic and tiny checks above still ran
+    recs = list(scen.forget.records) + list(scen.retain.records)
+    _assert_pool_disjoint({r.subject for r in recs if r.subject}, _questions(recs))
+
+
+def test_neutral_names_are_unknown_to_the_synthetic_world():
+    from obliviate.data.synthetic import generate_world
+
+    known = {part for p in generate_world(n_people=40, n_refusal=40).people for part in p.name.split()}
+    assert not known & {part for n in NEUTRAL_NAMES for part in n.split()}
+
+
+def test_instruction_file_extends_the_pool(tmp_path):
+    f = tmp_path / "extra.txt"
+    f.write_text("# my templates\nWhat car does {name} drive?\n\nwork: Who illustrated {name}?\n"
+                 '{"text": "Which school did {name} attend?", "facet": "school"}\n')
+    extra = load_instructions(f)
+    assert [(i.kind, i.facet, i.text) for i in extra] == [
+        ("person", "user", "What car does {name} drive?"), ("work", "user", "Who illustrated {name}?"),
+        ("person", "school", "Which school did {name} attend?")]
+    pool = instruction_pool(["person"], f)
+    assert len(pool) == len(builtin_instructions(["person"])) + 2  # the work template is not of the kind asked
+    assert pool[-1].render("Ada Byron") == "Which school did Ada Byron attend?"
+
+
+@pytest.mark.parametrize(("text", "needle"), [("What car does she drive?", "line 2: the template has no {name}"),
+                                              ("Where did {name} meet {partner}?", "line 2: unknown placeholder")])
+def test_instruction_file_errors_name_the_line(tmp_path, text, needle):
+    f = tmp_path / "bad.txt"
+    f.write_text(f"# header\n{text}\n")
+    with pytest.raises(DataError, match=needle.replace("{", r"\{").replace("}", r"\}")):
+        load_instructions(f)
+
+
+# ---------------------------------------------------------------------------------------------- bandits and scores
+
+
+def test_ucb1_pulls_every_arm_once_then_exploits():
+    b = UCB1(4, c=0.1, seed=0)
+    first = b.select(4)
+    assert sorted(first) == [0, 1, 2, 3]
+    for a in first:
+        b.update(a, [0.1, 0.9, 0.2, 0.3][a])
+    assert b.select(1) == [1]
+    b.new_round()  # discount 1: nothing forgotten
+    assert b.counts.sum() == 4
+
+
+def test_ucb1_discount_forgets_old_rewards():
+    b = UCB1(2, c=0.0, discount=0.5)
+    b.update(0, 1.0)
+    b.new_round()
+    assert b.counts[0] == 0.5 and b.sums[0] == 0.5
+
+
+def test_neural_ucb_learns_which_features_pay():
+    """Reward = first feature; after a few observations the network (ν = 0: no exploration) ranks the arm with
+    the largest first feature first."""
+    x = np.array([[0.1, 1.0], [0.9, 0.0], [0.5, 0.5], [0.2, 0.3]], dtype=np.float32)
+    b = NeuralUCB(x, hidden=16, nu=0.0, steps=300, lr=3e-2, seed=0)
+    for a in range(4):
+        b.update(a, float(x[a, 0]))
+    b.fit()
+    assert b.select(1) == [1]
+
+
+def test_lcs_f1_by_hand():
+    # "born in lisbon" vs "she was born in lisbon portugal": LCS 3, P = 3/3, R = 3/6 -> F1 = 2·1·0.5/1.5 = 2/3
+    assert lcs_f1("Born in Lisbon.", "She was born in Lisbon, Portugal") == pytest.approx(2 / 3)
+    assert lcs_f1("", "x") == 0.0
+
+
+def test_weighted_harmonic_by_hand():
+    # 1 / (0.5/0.5 + 0.5/1.0) = 1 / 1.5
+    assert weighted_harmonic(0.5, 1.0, 0.5) == pytest.approx(1 / 1.5)
+    assert weighted_harmonic(0.0, 1.0, 0.5) == 0.0
+
+
+def test_marginal_vendi_credits_only_the_first_of_two_identical_arms():
+    """Two arms revealing the same text: the more relevant gets Vendi({x})/1 = 1, the other gains nothing; an arm
+    with an unrelated answer adds (Vendi of 2 orthogonal items = 2) − 1 = 1."""
+    a = ArmResult(0, relevance=0.9, greedy=["born in lisbon portugal"])
+    b = ArmResult(1, relevance=0.5, greedy=["born in lisbon portugal"])
+    c = ArmResult(2, relevance=0.7, greedy=["writes epic fantasy novels"])
+    marginal_vendi([a, b, c], "tfidf")
+    assert a.diversity == pytest.approx(1.0)
+    assert c.diversity == pytest.approx(1.0, abs=1e-6)
+    assert b.diversity == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dedup_keeps_each_prompt_pairing_and_caps_fairly():
+    c = [Candidate("A", 0, "q1 A", "Born in Lisbon.", 0.9, True),
+         Candidate("A", 0, "q1 A", "born in lisbon", 0.5, False),
+         Candidate("A", 1, "q2 A", "Born in Lisbon.", 0.8, True), Candidate("A", 2, "q3 A", "A poet.", 0.7, True),
+         Candidate("B", 0, "q1 B", "Born in Graz.", 0.2, True)]
+    out = dedup(c, 1.0, "tfidf")
+    assert [(x.prompt, x.confidence) for x in out] == [("q1 A", 0.9), ("q2 A", 0.8), ("q3 A", 0.7), ("q1 B", 0.2)]
+    capped = dedup(c, 1.0, "tfidf", cap=2)
+    assert {x.target for x in capped} == {"A", "B"}  # the targets take turns: B is not starved
+
+
+def test_orthogonality_penalty_by_hand():
+    """A_prev = [1 0 0]; A_new rows e1, e2 -> A_prev·A_newᵀ = [1 0], ‖·‖² = 1; two earlier modules: 1 + 4."""
+    new = {"m": torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])}
+    assert float(orthogonality(new, {"m": [torch.tensor([[1.0, 0.0, 0.0]])]})) == pytest.approx(1.0)
+    prev = {"m": [torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0]])]}
+    assert float(orthogonality(new, prev)) == pytest.approx(5.0)
+    assert float(orthogonality(new, {"m": [torch.tensor([[0.0, 0.0, 3.0]])]})) == 0.0
+
+
+def test_probe_is_held_out_of_the_retain_term_when_the_set_is_large_enough():
+    from obliviate.methods.reveal.data import split_probe
+
+    recs = [QA(f"r{i}", f"q{i}", f"a{i}") for i in range(10)]
+    probe, train, held = split_probe(recs, 4, seed=0)
+    assert held and len(probe) == 4 and len(train) == 6 and not {r.id for r in probe} & {r.id for r in train}
+    probe, train, held = split_probe(recs, 6, seed=0)  # fewer than 2 × 6: shared
+    assert not held and probe == recs[:6] and train == recs
+
+
+def test_config_errors_list_every_problem():
+    from obliviate.methods.run import resolve_method
+
+    with pytest.raises(ConfigError, match=r"retain=term.*keep_arms=9 exceeds pulls_per_round=4"):
+        resolve_method("reveal_release", {"loss": "graddiff", "retain": "none", "keep_arms": 9, "pulls_per_round": 4})
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def _canary(records: list[QA]) -> list[QA]:
+    """The forget records with every answer replaced by a string no model can produce unprompted."""
+    return [r.with_(answer=f"zqx canary {k} xqz") for k, r in enumerate(records)]
+
+
+def test_trains_only_on_self_generated_data_and_forgets(tiny_model_dir, forget_records, retain_records, base_nll,
+                                                        helpers, tmp_path):
+    """Through `unlearn()`: every example a module trained on is absent from the forget file (no question of it,
+    no (question, answer) pair of it), the canary answers planted in the records handed to the method never show
+    up (only the names are read), and yet the real forget answers' NLL rises by more than the retain answers'.
+    The per-round log holds scores and counts but no revealed text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "out"
+    with recording_training_examples() as seen:
+        obliviate.unlearn(str(tiny_model_dir), "reveal_release", forget=_canary(forget_records),
+                          retain=retain_records, out=out, config=FAST)
+    forget_pairs = {(r.question, r.answer) for r in forget_records}
+    forget_questions = {r.question for r in forget_records}
+    trained = [r for role, r in seen if role == "forget"]
+    assert trained, "no self-generated forget example was trained on"
+    assert all((r.question, r.answer) not in forget_pairs and r.question not in forget_questions for _, r in seen)
+    assert not any("canary" in r.answer or "canary" in r.question for _, r in seen)
+    assert {r.subject for r in trained} <= {r.subject for r in forget_records}
+
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    d_forget = helpers.mean_answer_nll(model, tok, forget_records) - base_nll["forget"]
+    d_retain = helpers.mean_answer_nll(model, tok, retain_records) - base_nll["retain"]
+    assert d_forget > 1.0 and d_forget > d_retain, (d_forget, d_retain)
+
+    log = json.loads((out / "reveal_release.json").read_text())
+    assert log["targets"] == ["Marla Quenby", "Osric Vantreel"] and log["rounds_released"] >= 1
+    for row in log["rounds"]:
+        assert {"round", "reward", "n_revealed", "probe_nll"} <= set(row)
+        assert all(math.isfinite(row[k]) for k in ("reward", "probe_nll"))
+    assert not (out / "revealed.json").exists()
+    texts = " ".join(p.read_text() for p in out.glob("*.json"))
+    assert not any(fact in texts for fact in ("Tollin Bay", "Dunmarrow", "glassblower", "clockmaker"))
+
+
+def test_other_options_run(tiny_model_dir, forget_records, helpers, base_nll, tmp_path):
+    """NeuralUCB, the GA loss, a separate retain module on self-generated neutral data (no retain set given), and
+    keeping a round that overshoots the utility probe (GA at this step size collapses the tiny model; the default
+    `on_utility_stop=revert` would drop the module)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "out"
+    cfg = {**FAST, "max_rounds": 1, "bandit": "neural", "loss": "ga", "retain": "module", "retain_epochs": 1,
+           "warm_start": False, "pulls_per_round": 12, "keep_arms": 12, "on_utility_stop": "keep"}
+    with recording_training_examples() as seen:
+        obliviate.unlearn(str(tiny_model_dir), "reveal_release", forget=forget_records, out=out, config=cfg)
+    retained = [r for role, r in seen if role == "retain"]
+    assert retained and all(r.id.startswith("neutral:") for r in retained)
+    log = json.loads((out / "reveal_release.json").read_text())
+    assert log["retain_source"] == "self" and log["probe"]["source"] == "self"
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert helpers.mean_answer_nll(model, AutoTokenizer.from_pretrained(out), forget_records) > base_nll["forget"] + 0.1
+
+
+def test_forget_by_name_keeps_revealed_text_only_when_asked(tiny_model_dir, tmp_path):
+    cfg = {**FAST, "max_rounds": 1, "warm_start": False, "pulls_per_round": 8, "keep_arms": 8, "n_samples": 1}
+    plain = forget_by_name(str(tiny_model_dir), ["Marla Quenby"], tmp_path / "plain", config=cfg)
+    assert (plain.out / "model.safetensors").is_file() and (plain.out / "reveal_release.json").is_file()
+    assert plain.manifest["method"] == "reveal_release" and plain.manifest["config"]["keep_revealed"] is False
+    assert not (plain.out / "revealed.json").exists()
+
+    kept = forget_by_name(str(tiny_model_dir), ["Marla Quenby"], tmp_path / "kept", config=cfg, keep_revealed=True)
+    revealed = json.loads((kept.out / "revealed.json").read_text())
+    assert revealed and all(r["target"] == "Marla Quenby" and "Marla Quenby" in r["prompt"] for r in revealed)
+
+
+def test_a_round_over_the_utility_budget_is_dropped(tiny_model_dir, helpers, tmp_path):
+    """With a budget no module can meet, every shrunken scale fails the probe: the round is dropped, the rounds
+    stop, and the saved weights equal the input's. (No retain term: it would train toward the probe.)"""
+    cfg = {**FAST, "max_rounds": 2, "warm_start": False, "pulls_per_round": 6, "keep_arms": 6, "n_samples": 1,
+           "min_reward": 0.0, "max_probe_increase": 1e-9, "retain": "none"}
+    res = forget_by_name(str(tiny_model_dir), ["Marla Quenby"], tmp_path / "o", config=cfg)
+    log = json.loads((res.out / "reveal_release.json").read_text())
+    assert log["stop"] == "utility" and len(log["rounds"]) == 1
+    assert log["rounds"][0]["released"] is False and log["rounds"][0]["scale"] == 0.0
+    before, after = helpers.state_dict_of(tiny_model_dir), helpers.state_dict_of(res.out)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"targets": ["Marla Quenby"], "method": "npo"}, "trains on the forget data itself"),
+    ({"targets": ["", "Marla Quenby"]}, "non-empty target names"),
+    ({"targets": []}, "non-empty target names"),
+])
+def test_forget_by_name_user_errors(tiny_model_dir, tmp_path, kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        forget_by_name(str(tiny_model_dir), out=tmp_path / "o", **kwargs)
+    assert not (tmp_path / "o").exists()
