@@ -17,7 +17,7 @@ TINY: dict[str, dict[str, Any]] = {
     "ga": {"lr": 1e-4},
     "graddiff": {"lr": 2e-4},
     "ga_kl": {"lr": 2e-4},
-    "npo": {"lr": 2e-4},
+    "npo": {"lr": 1e-4},
     "npo_gd": {"lr": 3e-4},
     "npo_kl": {"lr": 3e-4},
     "simnpo": {"lr": 5e-4},

@@ -122,13 +122,17 @@ _SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0];
   const asc = th.dataset.dir !== 'asc'; th.dataset.dir = asc ? 'asc' : 'desc';
-  const val = tr => { const v = tr.cells[col].dataset.v; return v === undefined || v === '' ? NaN : +v; };
-  const txt = tr => tr.cells[col].textContent;
+  const val = tr => { const c = tr.cells[col]; const v = c ? c.dataset.v : undefined;
+                      return v === undefined || v === '' ? NaN : +v; };
+  const txt = tr => tr.cells[col] ? tr.cells[col].textContent : '';
   [...body.rows].sort((a, b) => { const x = val(a), y = val(b);
       if (isNaN(x) && isNaN(y)) return asc ? txt(a).localeCompare(txt(b)) : txt(b).localeCompare(txt(a));
       if (isNaN(x)) return 1; if (isNaN(y)) return -1; return asc ? x - y : y - x; })
     .forEach(tr => body.appendChild(tr));
 }));
+// report.html#sort=N sorts by column N on load (a shareable view; the browser test uses it too)
+const m = location.hash.match(/sort=(\\d+)/);
+if (m) { const th = document.querySelectorAll('table.sortable th')[+m[1]]; if (th) th.click(); }
 """
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}

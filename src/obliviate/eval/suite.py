@@ -169,7 +169,7 @@ metric("ma", doc="memorisation accuracy on forget (answer tokens given the quest
 metric("el10", ["el"], "extraction likelihood EL_n on forget")(lambda c: c.mean("forget", "el"))
 metric("holdout_ma", doc="memorisation accuracy on holdout (KUMPR threshold)")(
     lambda c: c.mean("holdout", "exact_memorization"))
-metric("holdout_el10", ["el"], "EL_n on holdout (KUMPR threshold)")(lambda c: c.mean("holdout", "el"))
+metric("holdout_el10", ["el", "holdout_el"], "EL_n on holdout (KUMPR threshold; opt-in: costly)")(lambda c: c.mean("holdout", "el"))
 metric("forget_refusal_rate", ["generate"], "share of forget answers that are refusals")(
     lambda c: c.mean("forget", "refusal"))
 
@@ -223,10 +223,15 @@ class EvalResult:
     meta: dict[str, Any]
 
 
+# Computed only when asked for by name: EL_n on the holdout set decodes from every answer prefix of items the
+# model never saw (no prefix sharing is possible there), which costs more than the rest of an evaluation.
+OPT_IN = ("holdout_el10",)
+
+
 def resolve_metrics(cfg: EvalConfig, scen: Scenario) -> list[str]:
     utility_metrics(list(scen.utility))
     if cfg.metrics is None:
-        return [n for n in METRICS.names() if _applies(n, scen)]
+        return [n for n in METRICS.names() if _applies(n, scen) and n not in OPT_IN]
     for n in cfg.metrics:
         METRICS.get(n)  # raises with "did you mean"
     return list(cfg.metrics)
@@ -252,7 +257,7 @@ def compute_items(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, needs: s
         is_mia = name in ("forget", "holdout")
         shard = split if world == 1 else Split(split.name, split.records[me::world], split.source)
         part = item_values(runner, shard, cfg, generate=want_gen and name != "holdout",
-                           el=want_el and is_mia, mia=want_mia and is_mia)
+                           el=want_el and (name == "forget" or "holdout_el" in needs), mia=want_mia and is_mia)
         merged: dict[str, dict[str, Any]] = {}
         for p in dist.all_gather_objects(part):
             merged.update(p)

@@ -245,7 +245,13 @@ def _save_checkpoint(acc, ckpt: Path, state: TrainState, method_state: dict[str,
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
-    acc.save_state(str(tmp))
+    quiet = logging.getLogger("accelerate.utils.other")  # "Removed shared tensor" for tied embeddings: expected
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        acc.save_state(str(tmp))
+    finally:
+        quiet.setLevel(level)
     if acc.is_main_process:
         (tmp / "train_state.json").write_text(json.dumps({**state.__dict__, "method": method_state}))
         if ckpt.exists():
