@@ -1,4 +1,7 @@
-"""Shared set-up of the benchmark scripts: offline, the TOFU data beside the checkout, one table printer."""
+"""Shared set-up of the benchmark scripts: offline, the TOFU data beside the checkout, one table printer.
+
+baselines.py, seed_methods.py and attacks.py write to the same directory by default (runs/bench-SCENARIO): bench
+skips a method already run there with the same config, so the attacks reuse the other two scripts' models."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Recovery attacks on every method (tofu-mini by default): forget ROUGE-L before and after each attack and the
 recovery ratio (after / before), for the unlearned models and for the original target.
 
-    python benchmarks/attacks.py [--scenario tofu-mini] [--out runs/attacks] [--attacks relearn,paraphrase,quantize,prefix]
+    python benchmarks/attacks.py [--scenario tofu-mini] [--out runs/bench] [--attacks relearn,paraphrase,quantize,prefix]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from _common import fmt
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="tofu-mini")
-    ap.add_argument("--out", default="runs/attacks")
+    ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default=None)
     ap.add_argument("--attacks", default="relearn,paraphrase,quantize,prefix")

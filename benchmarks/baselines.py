@@ -5,7 +5,7 @@ forget set is 40 items, batch 8, 10 epochs, learning rates for a 5M model traine
 Checks the issue's claim: GradDiff and NPO cut the target's forget ROUGE-L recall by at least half while keeping
 MU >= 0.8 x the target's.
 
-    python benchmarks/baselines.py [--scenario tofu-mini] [--out runs/baselines] [--jobs 2]
+    python benchmarks/baselines.py [--scenario tofu-mini] [--out runs/bench] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ COLS = ["forget_quality", "model_utility", "forget_rougeL_recall", "privleak", "
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="tofu-mini")
-    ap.add_argument("--out", default="runs/baselines")
+    ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default=",".join(BASELINES))
     args = ap.parse_args()

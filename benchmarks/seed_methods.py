@@ -8,7 +8,7 @@ papers' claims checked at this scale:
   file, at MU no lower than GradDiff's.
 Where a claim does not hold at this scale the numbers are printed as they are.
 
-    python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/seed] [--methods ...]
+    python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/bench] [--methods ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ COLS = ["forget_quality", "model_utility", "forget_rougeL_recall", "forget_refus
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="tofu-mini")
-    ap.add_argument("--out", default="runs/seed")
+    ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default="graddiff,npo,rkld,rkld_forward,icu,unierase,unierase_seq,reveal_release")
     args = ap.parse_args()

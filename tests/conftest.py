@@ -17,3 +17,23 @@ def tofu_dir() -> Path:
     if not (d / "full.json").is_file():
         pytest.skip(f"real TOFU data not found at {d} (set OBLIVIATE_TOFU_DIR to the folder holding full.json)")
     return d
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run the `obliviate` console entry point in-process: `cli("eval", ...) -> (exit code, stdout, stderr)`."""
+    import sys
+
+    from obliviate.cli import run
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["obliviate", *args])
+        code = 0
+        try:
+            run()
+        except SystemExit as e:
+            code = int(e.code or 0)
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    return invoke

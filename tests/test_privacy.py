@@ -7,27 +7,15 @@ stored, and that is the user's explicit choice."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import pytest
 
-from obliviate.cli import run
 
 TINY = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
         "model.vocab_size=400", "train.epochs=1", "scenario_options.n_people=10", "scenario_options.n_refusal=4"]
 SCEN = ["scenario_options.n_people=10", "scenario_options.n_refusal=4"]
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["obliviate", *args])
-    code = 0
-    try:
-        run()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
 
 
 def forget_texts() -> list[str]:
@@ -47,15 +35,21 @@ def leaks(root: Path, texts: list[str]) -> list[str]:
     return found
 
 
-def test_no_forget_text_in_any_output(tmp_path, monkeypatch, capsys, caplog):
+def both(cli, *args: str) -> tuple[int, str]:
+    """Exit code and everything printed (stdout + stderr), since logs go to both."""
+    code, out, err = cli(*args)
+    return code, out + err
+
+
+def test_no_forget_text_in_any_output(tmp_path, monkeypatch, caplog, cli):
     monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     texts = forget_texts()
     logs = []
-    code, out = cli(monkeypatch, capsys, "-v", "build", "synthetic", *TINY, "--out", str(tmp_path / "models"))
+    code, out = both(cli, "-v", "build", "synthetic", *TINY, "--out", str(tmp_path / "models"))
     assert code == 0, out
     logs.append(out)
-    code, out = cli(monkeypatch, capsys, "-v", "unlearn", "--model", str(tmp_path / "models" / "target"), "--method",
+    code, out = both(cli, "-v", "unlearn", "--model", str(tmp_path / "models" / "target"), "--method",
                     "npo", "--scenario", "synthetic", "--out", str(tmp_path / "unlearned"), "--eval", "--reference",
                     str(tmp_path / "models" / "retain"), *SCEN, "epochs=1", "batch_size=4", "lr=1e-3")
     assert code == 0, out
@@ -80,12 +74,12 @@ def test_no_forget_text_in_any_output(tmp_path, monkeypatch, capsys, caplog):
     assert not ledger.verify(rec, ["some other question\x1esome other answer"])
 
 
-def test_show_samples_stores_generations(tmp_path, monkeypatch, capsys):
+def test_show_samples_stores_generations(tmp_path, monkeypatch, cli):
     """The opt-in: eval --show-samples keeps the generated answers in eval.json."""
     monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
-    code, out = cli(monkeypatch, capsys, "build", "synthetic", *TINY, "--out", str(tmp_path / "models"))
+    code, out = both(cli, "build", "synthetic", *TINY, "--out", str(tmp_path / "models"))
     assert code == 0, out
-    code, out = cli(monkeypatch, capsys, "eval", "--model", str(tmp_path / "models" / "target"), "--scenario",
+    code, out = both(cli, "eval", "--model", str(tmp_path / "models" / "target"), "--scenario",
                     "synthetic", "--out", str(tmp_path / "ev"), "--show-samples", *SCEN, "max_new_tokens=8")
     assert code == 0, out
     items = json.loads((tmp_path / "ev" / "eval.json").read_text())["items"]["forget"]

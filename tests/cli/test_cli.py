@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from obliviate.cli import run
 
 TINY_BUILD = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
               "model.vocab_size=400", "train.epochs=1", "scenario_options.n_people=10", "scenario_options.n_refusal=4"]
@@ -17,15 +16,6 @@ SUMMARY_KEYS = {"forget_quality", "model_utility", "forget_rougeL_recall", "forg
                 "mia_auc_loss", "mia_auc_zlib", "mia_auc_mink", "mia_auc_minkpp"}
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["obliviate", *args])
-    code = 0
-    try:
-        run()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(autouse=True)
@@ -34,18 +24,18 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_build_then_eval_end_to_end(tmp_path, monkeypatch, capsys):
+def test_build_then_eval_end_to_end(tmp_path, cli):
     """build writes target/ and retain/ (a second build is a cache no-op); eval writes the three files with the
     required summary keys, and forget quality is computed against the retain model."""
     models = tmp_path / "models"
-    code, out, err = cli(monkeypatch, capsys, "build", "synthetic", *TINY_BUILD, "--out", str(models))
+    code, out, err = cli("build", "synthetic", *TINY_BUILD, "--out", str(models))
     assert code == 0, err
     assert (models / "target" / "model.safetensors").is_file() and (models / "retain" / "config.json").is_file()
-    code, out, _ = cli(monkeypatch, capsys, "build", "synthetic", *TINY_BUILD, "--out", str(models))
+    code, out, _ = cli("build", "synthetic", *TINY_BUILD, "--out", str(models))
     assert code == 0 and "already built" in out
 
     ev = tmp_path / "eval"
-    code, out, err = cli(monkeypatch, capsys, "eval", "--model", str(models / "target"), "--scenario", "synthetic",
+    code, out, err = cli("eval", "--model", str(models / "target"), "--scenario", "synthetic",
                          "--reference", str(models / "retain"), "--out", str(ev), "scenario_options.n_people=10",
                          "scenario_options.n_refusal=4", "max_new_tokens=8")
     assert code == 0, err
@@ -64,24 +54,25 @@ def test_build_then_eval_end_to_end(tmp_path, monkeypatch, capsys):
     (["eval", "--model", "/nonexistent/model", "--out", "x"], "no such model directory"),
     (["ls", "methodz"], "did you mean 'methods'"),
 ])
-def test_user_errors_are_one_line_exit_2(monkeypatch, capsys, tmp_path, args, needle):
+def test_user_errors_are_one_line_exit_2(tmp_path, monkeypatch, args, needle, cli):
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli(monkeypatch, capsys, *args)
+    code, out, err = cli(*args)
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.iterdir()), "a failed command must not write anything"
 
 
-def test_existing_output_refused_without_overwrite(tmp_path, monkeypatch, capsys):
+def test_existing_output_refused_without_overwrite(tmp_path, cli):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    code, _, err = cli(monkeypatch, capsys, "eval", "--model", str(tmp_path), "--out", str(tmp_path / "out"))
+    code, _, err = cli("eval", "--model", str(tmp_path), "--out", str(tmp_path / "out"))
     assert code == 2 and "--overwrite" in err
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
-def test_debug_shows_traceback(monkeypatch, capsys):
+def test_debug_shows_traceback(monkeypatch):
+    from obliviate.cli import run
     from obliviate.errors import RegistryError
 
     monkeypatch.setattr(sys, "argv", ["obliviate", "--debug", "build", "synthetix"])

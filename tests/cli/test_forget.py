@@ -4,13 +4,11 @@ the one-line, exit-code-2 contract for its user errors."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from obliviate.cli import run
 
 torch.set_num_threads(1)  # the machine is shared (and the module-scoped model fixture runs before any autouse one)
 PEOPLE = {"Marla Quenby": ("Tollin Bay", "a glassblower"), "Teodor Hallam": ("Brisk Hollow", "a cartographer")}
@@ -19,15 +17,6 @@ FAST = ["max_rounds=1", "min_reward=0", "warm_start=false", "pulls_per_round=6",
         "epochs=2", "batch_size=4", "lr=3e-3"]
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["obliviate", *args])
-    code = 0
-    try:
-        run()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(autouse=True)
@@ -68,10 +57,10 @@ def model_dir(tmp_path_factory):
     return out
 
 
-def test_forget_by_name_end_to_end(model_dir, tmp_path, monkeypatch, capsys):
+def test_forget_by_name_end_to_end(model_dir, tmp_path, cli):
     """The output holds the model, the manifest and the per-round log, and no revealed text unless asked."""
     out = tmp_path / "out"
-    code, stdout, err = cli(monkeypatch, capsys, "forget", "--model", str(model_dir), "--target", "Marla Quenby",
+    code, stdout, err = cli("forget", "--model", str(model_dir), "--target", "Marla Quenby",
                             "--out", str(out), *FAST)
     assert code == 0, err
     assert "output:" in stdout and "round 1" in err
@@ -85,7 +74,7 @@ def test_forget_by_name_end_to_end(model_dir, tmp_path, monkeypatch, capsys):
     assert "Tollin Bay" not in " ".join(p.read_text() for p in out.glob("*.json"))
 
     kept = tmp_path / "kept"
-    code, _, err = cli(monkeypatch, capsys, "forget", "--model", str(model_dir), "--target", "Marla Quenby",
+    code, _, err = cli("forget", "--model", str(model_dir), "--target", "Marla Quenby",
                        "--target", "Teodor Hallam", "--out", str(kept), "--keep-revealed", *FAST)
     assert code == 0, err
     revealed = json.loads((kept / "revealed.json").read_text())
@@ -98,8 +87,8 @@ def test_forget_by_name_end_to_end(model_dir, tmp_path, monkeypatch, capsys):
     (["--target", "Marla Quenby", "max_rounds=0"], "max_rounds"),
     (["--target", "Marla Quenby", "--eval"], "--scenario"),
 ])
-def test_forget_user_errors_exit_2(model_dir, tmp_path, monkeypatch, capsys, extra, needle):
-    code, _, err = cli(monkeypatch, capsys, "forget", "--model", str(model_dir), "--out", str(tmp_path / "o"), *extra)
+def test_forget_user_errors_exit_2(model_dir, tmp_path, extra, needle, cli):
+    code, _, err = cli("forget", "--model", str(model_dir), "--out", str(tmp_path / "o"), *extra)
     assert code == 2
     assert needle in err
     assert not (tmp_path / "o").exists()

@@ -109,7 +109,7 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     """Build or reuse the models, run every method (default: all registered), evaluate, write the report."""
     import obliviate.methods.all  # noqa: F401
     from obliviate import api
-    from obliviate.bench.presets import preset
+    from obliviate.bench.presets import COST, preset
     from obliviate.bench.report import write_report
     from obliviate.methods import METHODS
 
@@ -150,6 +150,7 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
             say(f"{n}: already done, skipped")
         else:
             todo.append(job)
+    todo.sort(key=lambda j: -COST.get(j.method, 1.0))
     t0 = time.time()
     if todo:
         say(f"running {len(todo)} method(s), {n_jobs} at a time, {threads} thread(s) each")
