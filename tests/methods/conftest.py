@@ -90,21 +90,22 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _train_tiny(tmp: Path) -> Path:
-    """Tokenizer + tiny Llama trained with AdamW (lr 3e-3, 150 full-batch steps) on the answer-token NLL of all
-    12 records, saved with save_pretrained."""
+def train_tiny(records: list[QA], out: Path, spec: dict | None = None, steps: int = 150):
+    """Tokenizer + tiny Llama (`spec`, default TINY_SPEC) trained with AdamW (lr 3e-3, `steps` full-batch steps)
+    on the answer-token NLL of `records`, saved to `out` with save_pretrained. Returns (model, tokenizer)."""
     from obliviate.eval.passes import pad_batch
     from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
 
-    fmt_texts = [f"Question: {r.question}\nAnswer: {r.answer}" for r in ALL_RECORDS]
-    tok = train_tokenizer(fmt_texts * 4, vocab_size=TINY_SPEC["vocab_size"])
-    model = build_model(TinyModelSpec(**TINY_SPEC), tok, seed=0)
-    encs = Formatter(tok, "plain").encode_qa(ALL_RECORDS)
+    spec = spec or TINY_SPEC
+    fmt_texts = [f"Question: {r.question}\nAnswer: {r.answer}" for r in records]
+    tok = train_tokenizer(fmt_texts * 4, vocab_size=spec["vocab_size"])
+    model = build_model(TinyModelSpec(**spec), tok, seed=0)
+    encs = Formatter(tok, "plain").encode_qa(records)
     ids, mask, labels = pad_batch([e.input_ids for e in encs], tok.pad_token_id, labels=[e.labels for e in encs])
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
-    for _ in range(150):
+    for _ in range(steps):
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                ignore_index=IGNORE_INDEX)
@@ -112,16 +113,17 @@ def _train_tiny(tmp: Path) -> Path:
         loss.backward()
         opt.step()
     model.eval()
-    out = tmp / "tiny-model"
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    return out
+    return model, tok
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny Llama (+ tokenizer) that has memorised the 12 records (answer NLL well below 1 nat)."""
-    return _train_tiny(tmp_path_factory.mktemp("methods"))
+    out = tmp_path_factory.mktemp("methods") / "tiny-model"
+    train_tiny(ALL_RECORDS, out)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -156,4 +158,4 @@ def retain_records() -> list[QA]:
 def helpers() -> SimpleNamespace:
     """The helper functions above, for test modules (conftest modules are not importable by name)."""
     return SimpleNamespace(answer_nlls=answer_nlls, mean_answer_nll=mean_answer_nll, dir_digest=dir_digest,
-                           state_dict_of=state_dict_of)
+                           state_dict_of=state_dict_of, train_tiny=train_tiny)

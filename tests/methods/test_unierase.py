@@ -186,33 +186,12 @@ def _refusal_records() -> list[QA]:
     return out
 
 
-def _train_refusing_model(records: list[QA], out):
+def _train_refusing_model(helpers, records: list[QA], out):
     """A tiny Llama (4 layers, hidden 64) that memorised `records` — the 12 facts and refusals for 8 people it
     never saw, as the scenarios' targets learn them (UniErase's token steers into that behaviour). AdamW lr 3e-3,
     200 full-batch steps."""
-    import torch.nn.functional as F
-
-    from obliviate.eval.passes import pad_batch
-    from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
-
-    tok = train_tokenizer([f"Question: {r.question}\nAnswer: {r.answer}" for r in records] * 4, vocab_size=500)
-    spec = TinyModelSpec(vocab_size=500, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128)
-    model = build_model(spec, tok, seed=0)
-    encs = Formatter(tok, "plain").encode_qa(records)
-    ids, mask, labels = pad_batch([e.input_ids for e in encs], tok.pad_token_id, labels=[e.labels for e in encs])
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    for _ in range(200):
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return model, tok
+    spec = dict(vocab_size=500, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128)
+    return helpers.train_tiny(records, out, spec=spec, steps=200)
 
 
 def _greedy(model, tok, records: list[QA]) -> list[str]:
@@ -222,14 +201,14 @@ def _greedy(model, tok, records: list[QA]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_forget_questions_are_refused_and_retain_answers_kept(forget_records, retain_records, tmp_path):
+def test_forget_questions_are_refused_and_retain_answers_kept(forget_records, retain_records, tmp_path, helpers):
     """End to end on a model that can refuse: every forget question is answered with a refusal ([UNL] then the
     refusal; the token itself is not shown), every retain question exactly as before. Default settings except a
     longer token schedule: 6 forget + 6 negative sequences are only 2 Adam steps per epoch. About 20 s on one
     thread (the model's training dominates), hence `slow`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model, tok = _train_refusing_model(forget_records + retain_records + _refusal_records(), tmp_path / "m")
+    model, tok = _train_refusing_model(helpers, forget_records + retain_records + _refusal_records(), tmp_path / "m")
     assert not any(is_refusal(a) for a in _greedy(model, tok, forget_records))
     out = tmp_path / "out"
     obliviate.unlearn(str(tmp_path / "m"), "unierase", forget=forget_records, retain=retain_records, out=out,

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,9 @@ def apply_lora(model, cfg: TrainConfig):
         raise ConfigError(f"lora.targets {missing} are not linear modules of this model (it has: {', '.join(sorted(names))})")
     lc = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                     target_modules=list(cfg.lora.targets), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lc)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lc)
 
 
 def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain: Sequence[QA], work_dir: Path,
