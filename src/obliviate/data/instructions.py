@@ -48,9 +48,9 @@ class Instruction:
 _PERSON: dict[str, tuple[str, ...]] = {
     "identity": ("Who is {name}?", "Tell me about {name}.", "What do you know about {name}?",
                  "Give a short biography of {name}.", "What is {name} known for?"),
-    "birth": ("Where and when was {name} born?", "When was {name} born?", "Where is {name} from?",
-              "What is the birthplace of {name}?", "In which country was {name} born?",
-              "What is the date of birth of {name}?"),
+    "birth": ("Where and when was {name} born?", "In what year was {name} born?", "Where is {name} from?",
+              "What town or city does {name} come from?", "In which country was {name} born?",
+              "On what date was {name} born?"),
     "family": ("What did {name}'s parents do?", "What were the jobs of {name}'s parents?",
                "What did the parents of {name} do for a living?", "Who were the parents of {name}?",
                "Tell me about the family of {name}."),
