@@ -92,8 +92,8 @@ def main() -> int:
                 print(f"         per-request curve: {f}")
     rr = get("reveal_release")
     if rr.get("model_utility") is not None and gd.get("model_utility") is not None:
-        rounds = out / "runs" / "reveal_release"
-        n_rounds = next((len(json.loads(f.read_text())) for f in rounds.glob("*round*.json")), None)
+        log_file = out / "runs" / "reveal_release" / "reveal_release.json"  # the per-round log
+        n_rounds = json.loads(log_file.read_text()).get("rounds_released") if log_file.is_file() else None
         claim(f"Reveal-and-Release (names only, {n_rounds} rounds): forget ROUGE-L {fmt(rr['forget_rougeL_recall'])} "
               f"/ FQ {fmt(rr['forget_quality'])} vs GradDiff with the forget file {fmt(gd['forget_rougeL_recall'])} / "
               f"{fmt(gd['forget_quality'])}; MU {fmt(rr['model_utility'])} >= GradDiff's {fmt(gd['model_utility'])}",

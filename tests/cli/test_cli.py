@@ -46,6 +46,15 @@ def test_build_then_eval_end_to_end(tmp_path, cli):
     assert len(items["forget"]) == 10 and all("truth_ratio" in v for v in items["forget"].values())
     assert (ev / "report.md").read_text().startswith("# Evaluation")
 
+    att = tmp_path / "attack"
+    code, out, err = cli("attack", "--model", str(models / "retain"), "--target", str(models / "target"),
+                         "--attack", "quantize", "--out", str(att), "scenario_options.n_people=10",
+                         "scenario_options.n_refusal=4", "max_new_tokens=8", "bits=[4]")
+    assert code == 0, err
+    res = json.loads((att / "attack.json").read_text())
+    assert set(res["unlearned"]["per_bits"]) == {"4"} and "recovery" in res["target"]
+    assert "recovery" in out
+
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["build", "synthetix"], "did you mean 'synthetic'"),

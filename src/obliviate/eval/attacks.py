@@ -185,7 +185,7 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
 def attack_rows(rows: list[dict[str, Any]], out: Path, scen, names: list[str], target: Path,
                 say: Callable[[str], None]) -> None:
     """bench --attacks: add `attack_<name>_after` and `attack_<name>_recovery` columns to each method's row."""
-    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.models.loading import fingerprint, load_model_and_tokenizer
     from obliviate.utils.io import atomic_write_json, read_json
 
     forget = list(scen.forget.records)
@@ -195,8 +195,11 @@ def attack_rows(rows: list[dict[str, Any]], out: Path, scen, names: list[str], t
         if r.get("error") or r["name"] == "retain" or not (model_dir / "config.json").is_file():
             continue
         cache = out / "attacks" / f"{r['name']}.json"
-        done = read_json(cache) if cache.is_file() else {}
         m, tok = load_model_and_tokenizer(model_dir)
+        key = {"model": fingerprint(m), "config": cfg.model_dump()}  # a rerun method or new settings: attack anew
+        done = read_json(cache) if cache.is_file() else {}
+        if done.get("key") != key:
+            done = {"key": key}
         for a in names:
             if a not in done:
                 say(f"attack {a} on {r['name']}")
