@@ -25,6 +25,11 @@ con = Console()
 _state = {"debug": False}
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides key=value (e.g. train.epochs=5)")]
+# options that several commands share
+DataDir = Annotated[str | None, typer.Option(help="TOFU data directory")]
+Overwrite = Annotated[bool, typer.Option(help="replace an existing --out")]
+EvalFlag = Annotated[bool, typer.Option("--eval", help="evaluate the result into OUT/eval")]
+EvalReference = Annotated[str | None, typer.Option(help="retain model (or its saved eval) for --eval")]
 
 
 @app.callback()
@@ -115,8 +120,8 @@ def build_progress():
 def build(scenario: Annotated[str, typer.Argument(help="scenario name (obliviate ls scenarios)")],
           overrides: Overrides = None,
           out: Annotated[Path | None, typer.Option(help="directory for target/ and retain/ (default: the cache)")] = None,
-          data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
-          overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False) -> None:
+          data: DataDir = None,
+          overwrite: Overwrite = False) -> None:
     """Train the scenario's offline target and retain models (cached by config hash)."""
     from obliviate import api
 
@@ -131,8 +136,8 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
              out: Annotated[Path, typer.Option(help="output directory (eval.json, summary.json, report.md)")],
              scenario: Annotated[str, typer.Option(help="scenario name")] = "synthetic",
              reference: Annotated[str | None, typer.Option(help="retain model, or the directory of its saved eval")] = None,
-             data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
-             overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+             data: DataDir = None,
+             overwrite: Overwrite = False,
              show_samples: Annotated[bool, typer.Option(help="store generated answers in eval.json (may be private)")] = False,
              overrides: Overrides = None) -> None:
     """Evaluate a model: TOFU metrics, extraction and membership inference."""
@@ -186,10 +191,10 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
             scenario: Annotated[str | None, typer.Option(help="take forget/retain data from this scenario")] = None,
             forget: Annotated[Path | None, typer.Option(help="forget set file (JSON lines / JSON array)")] = None,
             retain: Annotated[Path | None, typer.Option(help="retain set file")] = None,
-            eval_: Annotated[bool, typer.Option("--eval", help="evaluate the result into OUT/eval")] = False,
-            reference: Annotated[str | None, typer.Option(help="retain model (or its saved eval) for --eval")] = None,
-            data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
-            overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+            eval_: EvalFlag = False,
+            reference: EvalReference = None,
+            data: DataDir = None,
+            overwrite: Overwrite = False,
             show_samples: Annotated[bool, typer.Option(help="with --eval, store generated answers (may be private)")] = False,
             overrides: Overrides = None) -> None:
     """Unlearn a forget set from a model with one method; `key=value` pairs set the method's config."""
@@ -214,8 +219,8 @@ def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to att
            target: Annotated[str | None, typer.Option(help="the original model, attacked too for comparison "
                                                           "(default: the input model named in MODEL's manifest)")] = None,
            out: Annotated[Path | None, typer.Option(help="write attack.json here")] = None,
-           data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
-           overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+           data: DataDir = None,
+           overwrite: Overwrite = False,
            overrides: Overrides = None) -> None:
     """Try to bring the forgotten knowledge back; report forget ROUGE-L before/after and the recovery ratio."""
     from obliviate import api
@@ -260,10 +265,10 @@ def forget(model: Annotated[str, typer.Option(help="model directory or hub id (n
                "--keep-revealed", help="also save what the model revealed (it may be the private data being deleted)")] = False,
            retain: Annotated[Path | None, typer.Option(help="optional retain set file to protect")] = None,
            scenario: Annotated[str | None, typer.Option(help="scenario to evaluate on (with --eval)")] = None,
-           eval_: Annotated[bool, typer.Option("--eval", help="evaluate the result into OUT/eval")] = False,
-           reference: Annotated[str | None, typer.Option(help="retain model (or its saved eval) for --eval")] = None,
-           data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
-           overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+           eval_: EvalFlag = False,
+           reference: EvalReference = None,
+           data: DataDir = None,
+           overwrite: Overwrite = False,
            overrides: Overrides = None) -> None:
     """Forget what a model knows about the named targets, without any forget data (Reveal-and-Release)."""
     from obliviate import api
@@ -357,7 +362,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
           methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
           out: Annotated[Path, typer.Option(help="output directory (report.html, leaderboard.md/json, runs/)")] = Path("runs/bench"),
           jobs: Annotated[int, typer.Option(help="methods run side by side (0 = auto: up to 2, one thread each)")] = 0,
-          data: Annotated[str | None, typer.Option(help="TOFU data directory")] = None,
+          data: DataDir = None,
           attacks: Annotated[str | None, typer.Option(help="recovery attacks to add as columns (relearn,paraphrase,quantize,prefix)")] = None,
           paper_defaults: Annotated[bool, typer.Option(help="use the papers' hyperparameters, not the tiny-model presets")] = False,
           overrides: Overrides = None) -> None:
