@@ -22,7 +22,7 @@ def main() -> int:
     ap.add_argument("--methods", default=None)
     ap.add_argument("--attacks", default="relearn,paraphrase,quantize,prefix")
     args = ap.parse_args()
-    from obliviate.bench.run import bench
+    from obliviate.runs.bench import bench
 
     attacks = args.attacks.split(",")
     out = Path(f"{args.out}-{args.scenario}")

@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default=",".join(BASELINES))
     args = ap.parse_args()
-    from obliviate.bench.run import bench
+    from obliviate.runs.bench import bench
 
     board = bench(args.scenario, args.methods.split(","), f"{args.out}-{args.scenario}", args.jobs,
                   progress=lambda m: print(m, flush=True))

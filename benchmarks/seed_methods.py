@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default="graddiff,npo,rkld,rkld_forward,icu,unierase,unierase_seq,reveal_release")
     args = ap.parse_args()
-    from obliviate.bench.run import bench
+    from obliviate.runs.bench import bench
     from obliviate.methods import METHODS
     import obliviate.methods.all  # noqa: F401
 

@@ -28,7 +28,7 @@ import obliviate.methods.all  # noqa: E402,F401
 from obliviate.data.templates import Formatter  # noqa: E402
 from obliviate.methods import METHODS  # noqa: E402
 from obliviate.methods.data import Views, epoch_plan  # noqa: E402
-from obliviate.methods.run import load_forget_retain  # noqa: E402
+from obliviate.runs.unlearn import load_forget_retain  # noqa: E402
 from obliviate.models.loading import load_model_and_tokenizer  # noqa: E402
 
 WARMUP = 5

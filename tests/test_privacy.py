@@ -55,7 +55,7 @@ def test_no_forget_text_in_any_output(tmp_path, monkeypatch, caplog, cli):
     assert code == 0, out
     logs.append(out)
     assert (tmp_path / "unlearned" / "ledger.jsonl").is_file()
-    from obliviate.bench.run import bench
+    from obliviate.runs.bench import bench
 
     bench("synthetic", ["ga", "icu"], tmp_path / "bench", jobs=1, scenario_options={"n_people": 10, "n_refusal": 4},
           overrides={"ga": {"epochs": 1, "lr": 1e-3}, "icu": {"epochs": 1, "lr": 1e-3}})
@@ -65,7 +65,7 @@ def test_no_forget_text_in_any_output(tmp_path, monkeypatch, caplog, cli):
     assert not found, f"forget text leaked into outputs: {found[:5]}"
     assert not [t for t in texts if any(t in chunk for chunk in logs)], "forget text leaked into the console/logs"
     # and the ledger names the request without the text, but verifiably
-    from obliviate import ledger
+    from obliviate.runs import ledger
     from obliviate.data.scenarios import get_scenario
 
     rec = ledger.read(tmp_path / "unlearned")[-1]

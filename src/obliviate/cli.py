@@ -224,15 +224,14 @@ def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to att
            overrides: Overrides = None) -> None:
     """Try to bring the forgotten knowledge back; report forget ROUGE-L before/after and the recovery ratio."""
     from obliviate import api
-    from obliviate.eval.attacks import attack as run_attack
     from obliviate.eval.report import fmt_value
 
     cfg = _overrides(overrides)
     scen_opts = cfg.pop("scenario_options", {})
     if target is None:
-        target = _manifest_input(model)
+        target = api.input_model_of(model)
     scen = api.load_scenario(scenario, data, **scen_opts)
-    res = run_attack(model, scen, attack_, target=target, out=out, overwrite=overwrite, config=cfg)
+    res = api.attack(model, scen, attack_, target=target, out=out, overwrite=overwrite, config=cfg)
     t = Table(title=f"attack {attack_}: forget ROUGE-L recall")
     for c in ("model", "before", "after", "recovery"):
         t.add_column(c, justify="right" if c != "model" else "left")
@@ -243,17 +242,6 @@ def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to att
     con.print(t)
     if out is not None:
         con.print(f"written: {out / 'attack.json'}")
-
-
-def _manifest_input(model: str) -> str | None:
-    import json
-
-    man = Path(model) / "manifest.json"
-    if man.is_file():
-        name = json.loads(man.read_text()).get("input_model", {}).get("name")
-        if name and (Path(name) / "config.json").is_file():
-            return name
-    return None
 
 
 @app.command()
@@ -296,13 +284,13 @@ def ledger_cmd(model: Annotated[Path, typer.Argument(help="a model directory wri
     """Print a model's deletion history (ledger.jsonl): requests, methods, hashes, metrics before/after."""
     import json
 
-    from obliviate import ledger
+    from obliviate import api
     from obliviate.errors import DataError
     from obliviate.eval.report import fmt_value
 
     if not model.is_dir():
         raise DataError(f"{model}: no such model directory")
-    records = ledger.read(model)
+    records = api.ledger(model)
     if not records:
         con.print(f"{model}: no deletion ledger (the model was not produced by obliviate unlearn/forget)")
         return
@@ -346,7 +334,6 @@ def _registry(kind: str):
 
         utility_metrics(["real_authors", "world_facts", "famous_works"])
         return METRICS
-    import obliviate.methods.all  # noqa: F401
     from obliviate.methods import METHODS
 
     return METHODS
@@ -367,7 +354,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
           paper_defaults: Annotated[bool, typer.Option(help="use the papers' hyperparameters, not the tiny-model presets")] = False,
           overrides: Overrides = None) -> None:
     """Run every method on a scenario, evaluate each, and write a leaderboard and report.html."""
-    from obliviate.bench.run import bench as run_bench
+    from obliviate import api
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     per_method: dict = {}
@@ -377,7 +364,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
 
             raise ConfigError(f"bench override {k}={v!r} must name a method: METHOD.key=value (e.g. npo.lr=1e-4)")
         per_method[k] = v
-    board = run_bench(scenario, names, out, jobs, data, paper_defaults, per_method,
+    board = api.bench(scenario, names, out, jobs, data, paper_defaults, per_method,
                       progress=lambda msg: err.print(f"[dim]{msg}[/]"),
                       attacks=[a.strip() for a in attacks.split(",")] if attacks else ())
     _print_board(board)

@@ -1,4 +1,4 @@
-"""Recovery attacks (obliviate.eval.attacks): the rounding against hand-computed grids, the ratio, which records each
+"""Recovery attacks (obliviate.runs.attacks): the rounding against hand-computed grids, the ratio, which records each
 attack measures, and the bench cache that must notice a changed model. Kept beside the method tests for the tiny
 memorised model of conftest.py."""
 
@@ -12,7 +12,7 @@ import torch
 
 from obliviate.data.records import Split
 from obliviate.errors import DataError
-from obliviate.eval import attacks as A
+from obliviate.runs import attacks as A
 from obliviate.models.loading import load_model_and_tokenizer
 
 

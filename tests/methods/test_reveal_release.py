@@ -171,7 +171,7 @@ def test_probe_is_held_out_of_the_retain_term_when_the_set_is_large_enough():
 
 
 def test_config_errors_list_every_problem():
-    from obliviate.methods.run import resolve_method
+    from obliviate.runs.unlearn import resolve_method
 
     with pytest.raises(ConfigError, match=r"retain=term.*keep_arms=9 exceeds pulls_per_round=4"):
         resolve_method("reveal_release", {"loss": "graddiff", "retain": "none", "keep_arms": 9, "pulls_per_round": 4})

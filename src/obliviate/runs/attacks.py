@@ -30,7 +30,13 @@ from obliviate.data.records import QA, Split
 from obliviate.errors import DataError
 from obliviate.eval import metrics as M
 from obliviate.eval.runner import ModelRunner
+from obliviate.methods.base import TrainConfig
+from obliviate.methods.common import FinetuneNLL
+from obliviate.methods.engine import train
+from obliviate.models.loading import fingerprint, load_model_and_tokenizer
 from obliviate.registry import Registry
+from obliviate.runs.common import load_model, load_scenario
+from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +79,6 @@ ATTACKS: Registry[AttackFn] = Registry("attack")
 @ATTACKS.register("relearn")
 def relearn(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
     """Fine-tune briefly on one part of the forget set; measure the other part before and after."""
-    from obliviate.methods.base import TrainConfig
-    from obliviate.methods.common import FinetuneNLL
-    from obliviate.methods.engine import train
-
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(forget)).tolist()
     k = max(1, min(len(forget) - 1, round(len(forget) * cfg.fraction)))
@@ -157,23 +159,31 @@ def run_attack(name: str, model, tok, forget: Sequence[QA], cfg: AttackConfig) -
     return res
 
 
+def input_model_of(model: str | os.PathLike[str]) -> str | None:
+    """The model an obliviate output was unlearned from (its manifest's input model), when that is a local
+    directory: the default comparison target of `obliviate attack`."""
+    man = Path(model) / "manifest.json"
+    if man.is_file():
+        name = read_json(man).get("input_model", {}).get("name")
+        if name and (Path(name) / "config.json").is_file():
+            return name
+    return None
+
+
 def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[str] | None = None,
            overwrite: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one recovery attack on `model` and, for comparison, on the original `target` (a model path or
     (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given."""
-    from obliviate.api import _load, load_scenario
-    from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir
-
     ATTACKS.get(name)
     cfg = build_config(AttackConfig, config or {}, where="attack config")
     if out is not None:
         check_output_dir(out, overwrite)
     scen = load_scenario(scenario)
     forget = list(scen.forget.records)
-    m, tok, label = _load(model, "model")
+    m, tok, label = load_model(model, "model")
     result = {"attack": name, "model": label, "config": cfg.model_dump(), "unlearned": run_attack(name, m, tok, forget, cfg)}
     if target is not None:
-        tm, ttok, tlabel = _load(target, "target")
+        tm, ttok, tlabel = load_model(target, "target")
         result["target_model"] = tlabel
         result["target"] = run_attack(name, tm, ttok, forget, cfg)
     if out is not None:
@@ -185,9 +195,6 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
 def attack_rows(rows: list[dict[str, Any]], out: Path, scen, names: list[str], target: Path,
                 say: Callable[[str], None]) -> None:
     """bench --attacks: add `attack_<name>_after` and `attack_<name>_recovery` columns to each method's row."""
-    from obliviate.models.loading import fingerprint, load_model_and_tokenizer
-    from obliviate.utils.io import atomic_write_json, read_json
-
     forget = list(scen.forget.records)
     cfg = AttackConfig()
     for r in rows:

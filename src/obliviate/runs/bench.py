@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate.bench.presets import COST, preset
+from obliviate.bench.report import write_report
+from obliviate.methods import METHODS
+from obliviate.runs.attacks import ATTACKS, attack_rows
+from obliviate.runs.build import build as build_models
+from obliviate.runs.common import load_scenario
+from obliviate.runs.evaluate import evaluate
+from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import stable_hash
 from obliviate.utils.io import atomic_write_json, read_json
 
@@ -49,14 +57,12 @@ def run_job(job: Job) -> dict[str, Any]:
     """Unlearn + evaluate one method (in a worker process); never raises: failures come back as a row."""
     import torch
 
-    from obliviate import api
-
     torch.set_num_threads(job.threads)
     out = Path(job.out)
     err_file = out.with_name(out.name + ".error.json")
     t0 = time.time()
     try:
-        res = api.unlearn(job.target, job.method, out=out, scenario=job.scenario, config=job.config, overwrite=True,
+        res = unlearn(job.target, job.method, out=out, scenario=job.scenario, config=job.config, overwrite=True,
                           evaluate=True, reference=job.reference_eval, scenario_options=job.scenario_options)
         atomic_write_json(out / "bench.json", {"key": _job_key(job)})
         err_file.unlink(missing_ok=True)
@@ -107,36 +113,27 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
           scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
           attacks: Sequence[str] = ()) -> dict[str, Any]:
     """Build or reuse the models, run every method (default: all registered), evaluate, write the report."""
-    import obliviate.methods.all  # noqa: F401
-    from obliviate import api
-    from obliviate.bench.presets import COST, preset
-    from obliviate.bench.report import write_report
-    from obliviate.methods import METHODS
-
     say = progress or (lambda msg: log.info(msg))
     names = list(methods) if methods else METHODS.names()
     for n in names:
         METHODS.get(n)  # unknown names fail before any work, with "did you mean"
-    if attacks:
-        from obliviate.eval.attacks import ATTACKS
-
-        for a in attacks:
-            ATTACKS.get(a)
+    for a in attacks:
+        ATTACKS.get(a)
     scen_opts = dict(scenario_options or {})
     if data:
         scen_opts["data"] = data
     out_p = Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
     say(f"building (or reusing) the {scenario} target and retain models")
-    built = api.build(scenario, overrides={"scenario_options": scen_opts} if scen_opts else None)
-    scen = api.load_scenario(scenario, **scen_opts)
+    built = build_models(scenario, overrides={"scenario_options": scen_opts} if scen_opts else None)
+    scen = load_scenario(scenario, **scen_opts)
     evals: dict[str, dict[str, Any]] = {}
     for role, model in (("retain", built.retain), ("target", built.target)):
         d = out_p / "eval" / role
         if not (d / "summary.json").is_file():
             say(f"evaluating the {role} model")
             ref = out_p / "eval" / "retain" if role == "target" else built.retain
-            api.evaluate(model, scen, reference=ref, out=d, overwrite=True)
+            evaluate(model, scen, reference=ref, out=d, overwrite=True)
         evals[role] = read_json(d / "summary.json")
     n_jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
@@ -164,8 +161,6 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
                     results.append(r)
     rows = collect_rows(out_p, names, built.target, evals)
     if attacks:
-        from obliviate.eval.attacks import attack_rows
-
         attack_rows(rows, out_p, scen, list(attacks), built.target, say)
     board = {"scenario": scenario, "scenario_options": scen_opts, "models": str(built.target.parent),
              "paper_defaults": paper_defaults, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}

@@ -8,7 +8,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,13 +16,15 @@ from typing import Any
 
 import torch
 
-from obliviate import ledger
 from obliviate.config import Config
 from obliviate.data.records import QA, Split, load_split, overlap_count
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.methods.base import METHODS, ApplyContext, GradientMethod, MethodInfo
 from obliviate.methods.engine import Progress, train
 from obliviate.models.loading import fingerprint
+from obliviate.runs import ledger
+from obliviate.runs.common import git_revision, load_model, save_model, versions
+from obliviate.runs.evaluate import evaluate as run_eval
 from obliviate.utils import dist
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, check_output_dir, read_json
@@ -40,8 +41,6 @@ class UnlearnResult:
 
 
 def resolve_method(name: str, overrides: dict[str, Any] | None = None) -> tuple[MethodInfo, Config]:
-    import obliviate.methods.all  # noqa: F401  (registers every method)
-
     info = METHODS.get(name)
     return info, info.make_config(overrides)
 
@@ -90,26 +89,6 @@ def validate_inputs(info: MethodInfo, cfg: Config, forget: list[QA], retain: lis
         log.warning("%d of %d forget records also appear in the retain set; they are pulled both ways", n, len(forget))
 
 
-def versions() -> dict[str, str]:
-    import accelerate
-    import peft
-    import transformers
-
-    import obliviate
-
-    return {"obliviate": obliviate.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "accelerate": accelerate.__version__, "python": platform.python_version()}
-
-
-def git_revision() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def work_dir_for(out: Path) -> Path:
     """A stable sibling of the output that holds checkpoints until the run completes (found again on resume)."""
     return out.parent / f".{out.name}.partial"
@@ -139,19 +118,11 @@ def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA]
     return model, extras
 
 
-def save_model(model, tokenizer, path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-
-
 def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out: str | os.PathLike[str],
             forget=None, retain=None, scenario=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference=None, progress: Progress | None = None,
             eval_config: dict[str, Any] | None = None, targets: Sequence[str] = ()) -> UnlearnResult:
     """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring)."""
-    from obliviate.api import _load, evaluate as run_eval
-
     out_p = Path(out)
     work = work_dir_for(out_p)
     check_output_dir(out_p, overwrite)
@@ -162,7 +133,7 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
         raise ConfigError("--out is the input model's directory; the input model is never modified: choose another --out")
     f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario)
     validate_inputs(info, cfg, f_recs, r_recs)
-    m, tok, name = _load(model, "model")
+    m, tok, name = load_model(model, "model")
     input_fp = fingerprint(m)
     run_key = stable_hash([info.name, cfg.model_dump(), input_fp, hashes])
     key_file = work / "run_key"
