@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from obliviate.bench.report import write_report
+from obliviate.bench.report import COLUMNS, write_report
 
 ROWS = [
     {"name": "target", "kind": "reference", "forget_quality": 1e-4, "model_utility": 0.90, "forget_rougeL_recall": 0.97,
@@ -35,6 +35,19 @@ def report_dir(tmp_path: Path) -> Path:
         {"epoch": e, "loss": 1.0 / e, "forget_nll_eval": 0.3 * e, "retain_nll_eval": 0.3 + 0.01 * e} for e in (1, 2, 3)]))
     write_report(tmp_path, {"scenario": "synthetic", "models": "/models", "rows": ROWS})
     return tmp_path
+
+
+def test_columns_are_todays_columns():
+    """The table's columns, derived from the metric specs (surface "columns"), are exactly the list written here
+    before the specs existed (key, header, higher is better?)."""
+    assert COLUMNS == [
+        ("forget_quality", "FQ ↑", True), ("model_utility", "MU ↑", True),
+        ("forget_rougeL_recall", "forget ROUGE-L ↓", False), ("privleak", "privleak (→0)", None),
+        ("mia_auc_loss", "AUC loss", None), ("mia_auc_zlib", "AUC zlib", None), ("mia_auc_mink", "AUC Min-K", None),
+        ("mia_auc_minkpp", "AUC Min-K++", None), ("forget_refusal_rate", "refusals", None),
+        ("wall_time_s", "wall s", False), ("peak_memory_mb", "peak MB", False),
+        ("params_changed", "params changed", False),
+    ]
 
 
 def test_leaderboard_markdown_lists_every_row(report_dir):

@@ -397,9 +397,10 @@ def test_mia_min_k_plus_plus_zero_sigma_is_finite():
 
 
 def test_mia_reference_hand_example():
-    """θ log-probs [−0.5, −1.5] → L̄_θ = 1; reference [−2, −4] → L̄_ref = 3.
-    METHODS.md: L̄_θ − L̄_ref = −2 (lower ⇒ member); module's member-high orientation: −(−2) = 2."""
-    assert M.mia_reference(np.array([-0.5, -1.5]), np.array([-2.0, -4.0])) == pytest.approx(2.0)
+    """θ log-probs [−0.5, −1.5] → L̄_θ = 1; reference [−2, −4] → L̄_ref = 3 (the per-item `mean_nll` the suite
+    stores). METHODS.md: L̄_θ − L̄_ref = −2 (lower ⇒ member); module's member-high orientation: −(−2) = 2."""
+    assert M.mia_reference(1.0, 3.0) == pytest.approx(2.0)
+    assert M.mia_reference(3.0, 1.0) == pytest.approx(-2.0)
 
 
 def test_every_mia_score_ranks_member_like_item_higher():
@@ -416,7 +417,8 @@ def test_every_mia_score_ranks_member_like_item_higher():
         "zlib": (M.mia_zlib(member, text), M.mia_zlib(nonmember, text)),
         "min_k": (M.mia_min_k(member), M.mia_min_k(nonmember)),
         "min_k++": (M.mia_min_k_plus_plus(member, mu, sigma), M.mia_min_k_plus_plus(nonmember, mu, sigma)),
-        "reference": (M.mia_reference(member, ref), M.mia_reference(nonmember, ref)),
+        "reference": (M.mia_reference(M.mean_nll(member), M.mean_nll(ref)),
+                      M.mia_reference(M.mean_nll(nonmember), M.mean_nll(ref))),
     }
     for name, (s_member, s_nonmember) in scores.items():
         assert s_member > s_nonmember, name

@@ -80,6 +80,12 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
     return float(_rouge().score(reference, prediction)["rougeL"].recall)
 
 
+def rouge_l_f1(a: str, b: str) -> float:
+    """ROUGE-L F1 (rouge-score, Porter stemmer): symmetric in its arguments, 1.0 for two identical non-empty
+    texts, 0.0 when either is empty. Reveal-and-Release's agreement between sampled and greedy answers."""
+    return float(_rouge().score(b, a)["rougeL"].fmeasure)
+
+
 def bleu(prediction: str, reference: str) -> float:
     """Sentence BLEU-4 (nltk, method-1 smoothing) on lower-cased words: ICU's second "forgotten" test."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
@@ -162,9 +168,10 @@ def mia_min_k_plus_plus(token_logps: np.ndarray, mu: np.ndarray, sigma: np.ndarr
     return _lowest_mean((np.asarray(token_logps, dtype=float) - np.asarray(mu, dtype=float)) / sig, k)
 
 
-def mia_reference(token_logps: np.ndarray, ref_token_logps: np.ndarray) -> float:
-    """Reference attack: −(L̄_θ − L̄_ref): members are much more likely under θ than under the reference."""
-    return -(mean_nll(token_logps) - mean_nll(ref_token_logps))
+def mia_reference(mean_nll_model: float, mean_nll_reference: float) -> float:
+    """Reference attack: −(L̄_θ − L̄_ref), from one item's answer L̄ under θ and under the reference model
+    (`mean_nll` of each): members are much more likely under θ than under the reference."""
+    return -(mean_nll_model - mean_nll_reference)
 
 
 def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:

@@ -5,12 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from obliviate.eval.specs import summary_keys
 from obliviate.utils.io import atomic_dir, atomic_write_json, atomic_write_text
-
-_ORDER = ("forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
-          "retain_rougeL_recall", "retain_prob", "retain_truth_ratio", "extraction_strength", "exact_memorization",
-          "el10", "ma", "holdout_el10", "holdout_ma", "forget_refusal_rate", "privleak", "mia_auc_loss",
-          "mia_auc_zlib", "mia_auc_mink", "mia_auc_minkpp", "mia_auc_ref")
 
 
 def fmt_value(v: Any) -> str:
@@ -24,7 +20,9 @@ def fmt_value(v: Any) -> str:
 
 
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
-    keys = [k for k in _ORDER if k in summary] + sorted(k for k in summary if k not in _ORDER)
+    """The report's table: the metrics shown on the "report" surface in their order, then every other one sorted."""
+    shown = summary_keys("report")
+    keys = [k for k in shown if k in summary] + sorted(k for k in summary if k not in shown)
     rows = "\n".join(f"| {k} | {fmt_value(summary[k])} |" for k in keys)
     return f"# {title}\n\n| metric | value |\n|---|---|\n{rows}\n"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from obliviate.bench.presets import COST, preset
 from obliviate.bench.report import write_report
+from obliviate.eval.specs import summary_keys
 from obliviate.methods import METHODS
 from obliviate.runs.attacks import ATTACKS, attack_rows
 from obliviate.runs.build import build as build_models
@@ -32,9 +33,7 @@ from obliviate.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-ROW_KEYS = ("forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
-            "retain_rougeL_recall", "forget_refusal_rate", "privleak", "mia_auc_loss", "mia_auc_zlib", "mia_auc_mink",
-            "mia_auc_minkpp", "extraction_strength", "el10")
+ROW_KEYS = tuple(summary_keys("leaderboard"))  # the metrics each leaderboard row carries (eval/specs.py)
 
 
 @dataclass

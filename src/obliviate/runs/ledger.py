@@ -19,8 +19,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from obliviate.eval.specs import summary_keys
+
 LEDGER = "ledger.jsonl"
-KEY_METRICS = ("forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "privleak", "forget_refusal_rate")
+KEY_METRICS = tuple(summary_keys("ledger"))  # the metrics kept before/after per request (eval/specs.py)
 
 
 def salted_hash(text: str, salt: str) -> str:

@@ -1,0 +1,77 @@
+"""What every run shares: resolving a model argument, a scenario, a reference, and the stamp a run leaves
+(library versions, git revision)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from obliviate.data.scenarios import Scenario, get_scenario
+from obliviate.errors import ConfigError, ModelError
+from obliviate.eval.suite import EvalConfig, Reference, load_reference_eval, make_runner, reference_from_runner
+from obliviate.models.loading import is_model_dir, load_model_and_tokenizer
+
+ModelLike = str | os.PathLike[str] | tuple[Any, Any]
+
+
+def load_scenario(scenario: str | Scenario, data: str | None = None, **options: Any) -> Scenario:
+    """A scenario by registry name (`synthetic`, `tofu`, `tofu-mini`) or an already-built Scenario."""
+    if isinstance(scenario, Scenario):
+        return scenario
+    if data is not None:
+        if not scenario.startswith("tofu"):
+            raise ConfigError(f"--data applies to the TOFU scenarios, not {scenario!r}")
+        options = {**options, "data": data}
+    return get_scenario(scenario, **options)
+
+
+def load_model(model: ModelLike, name: str = "model") -> tuple[Any, Any, str]:
+    """(model, tokenizer, label) from a directory / hub id, or from an in-memory (model, tokenizer) pair."""
+    if isinstance(model, tuple):
+        return model[0], model[1], getattr(model[0], "name_or_path", name)
+    return (*load_model_and_tokenizer(model), str(model))
+
+
+def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConfig) -> Reference | None:
+    """The retain model's per-item values: from a saved evaluation directory (eval.json), or computed from a
+    model (directory, hub id or (model, tokenizer) pair)."""
+    if reference is None:
+        return None
+    if not isinstance(reference, tuple):
+        p = Path(reference)
+        if (p / "eval.json").is_file():
+            return load_reference_eval(p, scen)
+        if p.is_dir() and not is_model_dir(p):
+            raise ModelError(f"{p}: neither a model directory nor a saved evaluation (no config.json, no eval.json)")
+    m, tok, name = load_model(reference, "reference")
+    return reference_from_runner(make_runner(m, tok, cfg, name), scen, cfg)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    return {"obliviate": version("obliviate"), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "accelerate": accelerate.__version__, "python": platform.python_version()}
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)

@@ -1,0 +1,48 @@
+"""`obliviate forget --target NAME`: forget what a model knows about named targets WITHOUT any forget data, with
+a self-generated-data method (Reveal-and-Release by default), through the same run as `unlearn`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from obliviate.data.records import QA
+from obliviate.errors import ConfigError
+from obliviate.methods import METHODS
+from obliviate.runs.unlearn import UnlearnResult, resolve_method, unlearn
+
+
+def self_generated_methods() -> list[str]:
+    """The registered methods that work from target names alone."""
+    return [n for n, info in METHODS.items() if info.self_generated]
+
+
+def forget_by_name(model, targets: Sequence[str], out: str | os.PathLike[str], *, method: str = "reveal_release",
+                   config: dict[str, Any] | None = None, keep_revealed: bool = False, retain=None, scenario=None,
+                   evaluate: bool = False, reference=None, overwrite: bool = False, progress=None,
+                   eval_config: dict[str, Any] | None = None) -> UnlearnResult:
+    """Forget everything `model` knows about each name in `targets`, without any forget data, and save the model,
+    manifest.json and the per-round log (`<method>.json`) to `out` (atomically, through `unlearn`).
+
+    `retain`: optional retain records/file (else the method makes its own neutral retain data). `keep_revealed`:
+    also save what the model revealed (it may be exactly the private data being deleted). `scenario` (a Scenario)
+    is used only to evaluate the result when `evaluate`."""
+    names = [n.strip() for n in targets if isinstance(n, str) and n.strip()]
+    if not names or len(names) != len(list(targets)):
+        raise ConfigError(f"give one or more non-empty target names (--target \"Name\"); got {list(targets)!r}")
+    names = list(dict.fromkeys(names))
+    info, _ = resolve_method(method, config)
+    allowed = self_generated_methods()
+    if not info.self_generated:
+        raise ConfigError(f"method {method!r} trains on the forget data itself, which forgetting by name does not "
+                          f"have; use a self-generated-data method: {', '.join(allowed)}")
+    cfg = dict(config or {})
+    if keep_revealed:
+        if "keep_revealed" not in info.config_cls.model_fields:
+            raise ConfigError(f"method {method!r} has no keep_revealed option")
+        cfg["keep_revealed"] = True
+    records = [QA(id=f"target:{i}", question="", answer="", subject=n, group=f"target{i}") for i, n in enumerate(names)]
+    return unlearn(model, method, out=out, forget=records, retain=retain, scenario=scenario, config=cfg,
+                   overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
+                   eval_config=eval_config, targets=names)
