@@ -1,5 +1,6 @@
 """Multi-process runs with 2 CPU processes (gloo): sharded evaluation equals the single-process evaluation
-within float tolerance, and unlearning runs under DDP unchanged."""
+within float tolerance, and unlearning runs under DDP unchanged; evaluation and training share one distributed
+layer (obliviate.utils.dist over accelerate)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def tiny_models(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("dist")
     _run(["build", "synthetic", *TINY, "--out", str(tmp / "models")], tmp)
     return tmp
+
+
+def test_single_process_is_a_no_op():
+    """Without a launcher: one process of rank 0, the gather returns this process's object, the barrier returns."""
+    from obliviate.utils import dist
+
+    assert (dist.world_size(), dist.rank(), dist.is_main()) == (1, 0, True)
+    assert dist.all_gather_objects({"a": [1, 2]}) == [{"a": [1, 2]}]
+    dist.barrier()
 
 
 def _items(d: Path) -> dict:

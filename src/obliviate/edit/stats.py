@@ -1,29 +1,35 @@
 """Second-moment statistics of the keys of preserved text, E[k kᵀ] per edited layer, collected once and cached.
 
 MEMIT and AlphaEdit collect them on 100,000 Wikipedia samples; offline, the preserved text is what the caller
-gives (UniErase: the scenario's retain/general training text). A cache entry is keyed by the model's fingerprint,
-the layer, the exact token ids it was computed from and the sample budget, so it can never be reused for another
-model or other text."""
+gives (UniErase: the scenario's retain/general training text). Each layer's matrix is an entry of the one cache
+(`obliviate.utils.cache`, namespace `edit_stats`) keyed by the model's fingerprint, the layer, the exact token ids it
+was computed from (after the sample budget) and the statistic's format, so it can never be reused for another model
+or other text."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from obliviate.edit.anatomy import capture_keys, down_proj
+from obliviate.utils.cache import TORCH, Cache, cache_key
 from obliviate.utils.hashing import stable_hash
-from obliviate.utils.io import cache_root
+from obliviate.utils.tensors import model_device, pad_batch
 
 log = logging.getLogger(__name__)
 STATS_FORMAT = 1  # bump when the statistic's definition changes
 
 
+def stats_cache(enabled: bool = True) -> Cache:
+    return Cache("edit_stats", enabled=enabled)
+
+
 def stats_dir() -> Path:
-    return cache_root() / "edit_stats"
+    """Where the entries live: one folder per model fingerprint, one `layer<l>-<hash>.pt` file per layer."""
+    return stats_cache().root
 
 
 def _budget(seqs: Sequence[Sequence[int]], max_tokens: int) -> list[list[int]]:
@@ -43,22 +49,18 @@ def key_second_moments(model, layers: Sequence[int], seqs: Sequence[Sequence[int
                        cache: bool = True) -> dict[int, torch.Tensor]:
     """E[k kᵀ] (d_k, d_k, float64) over every non-padding token position of `seqs` (at most `max_tokens`), for
     each layer in `layers`. With `cache` (and `model_fp`, the model's fingerprint), each layer's matrix is read
-    from / written to `<cache>/edit_stats/<fingerprint>/layer<l>-<data>.pt`."""
-    from obliviate.eval.passes import model_device, pad_batch
-
+    from / written to the `edit_stats` cache, `<cache>/edit_stats/<fingerprint>/layer<l>-<hash>.pt`."""
     seqs = _budget(seqs, max_tokens)
     if not seqs:
         raise ValueError("no token sequences to collect key statistics from")
-    data_key = stable_hash([STATS_FORMAT, seqs], 16)
-    paths = {l: stats_dir() / str(model_fp) / f"layer{l}-{data_key}.pt" for l in layers}
+    store = stats_cache(enabled=bool(cache and model_fp))
+    data_key = stable_hash(seqs, 20)
+    entries = {l: cache_key(f"layer{l}", model_fp, data_key, {"format": STATS_FORMAT}) for l in layers}
     out: dict[int, torch.Tensor] = {}
-    if cache and model_fp:
-        for l, p in paths.items():
-            if p.is_file():
-                try:
-                    out[l] = torch.load(p, map_location="cpu", weights_only=True)
-                except Exception:  # a corrupt entry is recomputed, never trusted
-                    log.warning("ignoring unreadable key statistics %s", p)
+    for l, k in entries.items():
+        hit = store.load(k, TORCH)
+        if isinstance(hit, torch.Tensor):  # anything else is a foreign entry: recomputed
+            out[l] = hit
     todo = [l for l in layers if l not in out]
     if not todo:
         return out
@@ -81,10 +83,6 @@ def key_second_moments(model, layers: Sequence[int], seqs: Sequence[Sequence[int
     model.train(was)
     for l in todo:
         out[l] = sums[l] / count
-        if cache and model_fp:
-            paths[l].parent.mkdir(parents=True, exist_ok=True)
-            tmp = paths[l].with_suffix(f".{os.getpid()}.tmp")  # unique: two runs may fill the cache at once
-            torch.save(out[l], tmp)
-            tmp.replace(paths[l])
+        store.save(entries[l], out[l], TORCH)
     log.info("key statistics: %d token positions, layers %s", count, todo)
     return out

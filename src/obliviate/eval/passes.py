@@ -1,25 +1,32 @@
-"""Batched model passes, run once per (model fingerprint, items, template) and cached on disk.
+"""The model-pass service: every forward pass evaluation and training-time probes make over answers, written once.
 
-Two passes feed every metric:
 - `logprob_pass`: teacher-forced; per answer token the log-prob of the label, whether it is the argmax, and the
   mean/std of log p(·) under p at that position (what Min-K%++ needs);
-- `generate_pass`: greedy continuation of token-id prompts (left padding, KV cache, stop at EOS).
+- `answer_nll`: answer-token NLL with an explicit reduction, over a batch (differentiable: a training loss) or
+  over encoded sequences (a probe);
+- `generate_pass` / `sample_pass`: greedy / sampled continuations of token-id prompts (left padding, KV cache,
+  stop at EOS).
+
+Results of `logprob_pass` and `generate_pass` are cached on disk by `PassCache` (ModelRunner does the keying).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from obliviate.data.templates import IGNORE_INDEX, Encoded
+from obliviate.utils.cache import NPZ, Cache, cache_key
 from obliviate.utils.hashing import stable_hash
-from obliviate.utils.io import cache_root
+from obliviate.utils.tensors import model_device, pad_batch
+
+Reduction = Literal["token_mean", "sequence_mean", "sum", "none"]
 
 
 @dataclass(frozen=True)
@@ -33,21 +40,6 @@ class TokenStats:
 
 
 # ---------------------------------------------------------------------------------------------- batching
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False, labels: Sequence[Sequence[int]] | None = None):
-    """Dynamic padding to the longest sequence of the batch (fixed padding measured 2.5x slower on CPU)."""
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    lab = torch.full((len(seqs), n), IGNORE_INDEX, dtype=torch.long) if labels is not None else None
-    for i, s in enumerate(seqs):
-        sl = slice(n - len(s), n) if left else slice(0, len(s))
-        ids[i, sl] = torch.tensor(s, dtype=torch.long)
-        mask[i, sl] = 1
-        if lab is not None:
-            lab[i, sl] = torch.tensor(labels[i], dtype=torch.long)
-    return ids, mask, lab
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int, token_budget: int | None = None) -> list[list[int]]:
@@ -65,11 +57,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, token_budget:
     return batches
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-# ---------------------------------------------------------------------------------------------- passes
+# ---------------------------------------------------------------------------------------------- teacher forcing
 
 
 def split_head(model):
@@ -86,7 +74,8 @@ def split_head(model):
 
 
 def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
-    """Logits at the positions that predict answer tokens only: (N, V) float32, and the N target ids."""
+    """Logits at the positions that predict answer tokens only: (N, V) float32, the N target ids, and the
+    (B, T-1) mask of those positions."""
     target = labels[:, 1:]  # position t predicts token t+1
     valid = target != IGNORE_INDEX
     parts = split_head(model)
@@ -123,92 +112,164 @@ def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int
     return out  # type: ignore[return-value]
 
 
+def _per_sequence(tok: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token NLLs (N,) of the (B, T-1) `valid` positions, taken in row-major order, summed per sequence: (B,) sums
+    and (B,) answer-token counts."""
+    row = valid.nonzero()[:, 0]  # the sequence of each answer token, in the order logits[valid] took them
+    return torch.zeros(valid.shape[0], dtype=tok.dtype, device=tok.device).index_add(0, row, tok), valid.sum(1)
+
+
+def _reduce(sums: torch.Tensor, counts: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    if reduction == "sum":
+        return sums.sum()
+    if reduction == "token_mean":
+        return sums.sum() / counts.sum()
+    per_seq = sums / counts  # nan (0/0) for a sequence without answer tokens
+    if reduction == "sequence_mean":
+        return per_seq[counts > 0].mean()  # sequences without answer tokens are left out; nan when none is left
+    return per_seq
+
+
+def answer_nll(model, data: Mapping[str, torch.Tensor] | Sequence[Encoded], reduction: Reduction, *,
+               pad_id: int = 0, batch_size: int = 32, token_budget: int = 16384) -> torch.Tensor:
+    """Negative log-likelihood of the answer tokens (labels ≠ IGNORE_INDEX, each predicted from its prefix).
+
+    `data` is either one batch — a mapping with `input_ids`, `attention_mask`, `labels` (B, T), as `pad_batch`
+    / `Views.collate` make it — run as one forward in the caller's grad and train/eval mode (a training loss),
+    or encoded sequences, run under no_grad in eval mode in length-sorted batches (a probe; the model's mode is
+    restored). `pad_id` only fills padding positions, which the attention mask hides from real ones.
+
+    Reductions, with ℓ_it the NLL of answer token t of sequence i and T_i its answer length:
+    - `token_mean`: Σ_it ℓ_it / Σ_i T_i — the causal-LM loss; every token weighs the same;
+    - `sequence_mean`: mean_i (Σ_t ℓ_it / T_i) — TOFU's length-normalised L̄ averaged over sequences (those
+      without answer tokens left out);
+    - `sum`: Σ_it ℓ_it;
+    - `none`: (B,) the per-sequence mean Σ_t ℓ_it / T_i (nan for a sequence without answer tokens).
+    Returns a tensor: 0-dim, or (B,) for `none`; nan for a mean over nothing."""
+    if reduction not in ("token_mean", "sequence_mean", "sum", "none"):
+        raise ValueError(f"reduction={reduction!r}; expected one of token_mean, sequence_mean, sum, none")
+    if isinstance(data, Mapping):
+        dev = model_device(model)
+        logits, target, valid = answer_logits(model, data["input_ids"].to(dev), data["attention_mask"].to(dev),
+                                              data["labels"].to(dev))  # (N, V), (N,), (B, T-1)
+        if reduction == "token_mean":
+            return F.cross_entropy(logits, target)  # the usual causal-LM loss, bit for bit (nan without tokens)
+        return _reduce(*_per_sequence(F.cross_entropy(logits, target, reduction="none"), valid), reduction)
+    encoded = list(data)
+    sums = torch.zeros(len(encoded), dtype=torch.float64)
+    counts = torch.zeros(len(encoded), dtype=torch.long)
+    was = model.training
+    model.eval()
+    dev = model_device(model)
+    try:
+        with torch.no_grad():
+            for idx in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size, token_budget):
+                ids, mask, lab = pad_batch([encoded[i].input_ids for i in idx], pad_id,
+                                           labels=[encoded[i].labels for i in idx])
+                logits, target, valid = answer_logits(model, ids.to(dev), mask.to(dev), lab.to(dev))
+                s, c = _per_sequence(F.cross_entropy(logits, target, reduction="none"), valid)
+                sums[idx], counts[idx] = s.double().cpu(), c.cpu()
+    finally:
+        model.train(was)
+    return _reduce(sums, counts, reduction)
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def _decode(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, limits: list[int],
+            order: list[int], batch_size: int, n: int, **sampling) -> list[list[list[int]]]:
+    """`n` continuations per prompt, batches of `batch_size` prompts taken in `order`; each cut at its limit
+    and at the first EOS (EOS and what follows removed)."""
+    model.eval()
+    dev = model_device(model)
+    out: list[list[list[int]]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids, mask, _ = pad_batch([prompts[i] for i in idx], pad_id, left=True)
+        gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                             max_new_tokens=max(limits[i] for i in idx), pad_token_id=pad_id, eos_token_id=eos_id,
+                             num_beams=1, **sampling)
+        new = gen[:, ids.shape[1]:].cpu().tolist()  # (len(idx) * n, new tokens), a prompt's n rows together
+        for row, toks in enumerate(new):
+            i = idx[row // n]
+            toks = toks[: limits[i]]
+            if eos_id in toks:
+                toks = toks[: toks.index(eos_id)]
+            out[i].append(toks)
+    return out
+
+
 @torch.no_grad()
 def generate_pass(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int,
                   max_new_tokens: int | Sequence[int] = 200, batch_size: int = 64) -> list[list[int]]:
     """Greedy continuations (token ids, EOS and what follows it removed) for every prompt, in input order.
     `max_new_tokens` may differ per prompt (EL_n continues each prefix for the rest of the answer's length)."""
-    model.eval()
-    dev = model_device(model)
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    out: list[list[int]] = [[] for _ in prompts]
     # Group by generation length first (the costly dimension), then prompt length.
     order = sorted(range(len(prompts)), key=lambda i: (-limits[i], -len(prompts[i])))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids, mask, _ = pad_batch([prompts[i] for i in idx], pad_id, left=True)
-        gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
-                             max_new_tokens=max(limits[i] for i in idx), pad_token_id=pad_id, eos_token_id=eos_id,
-                             num_beams=1, temperature=None, top_p=None, top_k=None)
-        new = gen[:, ids.shape[1]:].cpu().tolist()
-        for row, i in enumerate(idx):
-            toks = new[row][: limits[i]]
-            if eos_id in toks:
-                toks = toks[: toks.index(eos_id)]
-            out[i] = toks
-    return out
+    # temperature/top_p/top_k None override sampling defaults a model's generation_config may carry
+    outs = _decode(model, prompts, pad_id, eos_id, limits, order, batch_size, 1, do_sample=False, temperature=None,
+                   top_p=None, top_k=None)
+    return [o[0] for o in outs]
+
+
+@torch.no_grad()
+def sample_pass(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, max_new_tokens: int,
+                samples: int, *, temperature: float = 1.0, top_p: float = 1.0,
+                batch_size: int = 32) -> list[list[list[int]]]:
+    """`samples` sampled continuations per prompt (nucleus sampling, no top-k), in input order; `batch_size`
+    counts sequences, so batch_size // samples prompts go together. Seed torch's RNG first for reproducible
+    samples (the draw depends on the batch composition too)."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths together: less padding
+    # top_k=0 disables top-k: only top_p truncates the distribution
+    return _decode(model, prompts, pad_id, eos_id, [max_new_tokens] * len(prompts), order,
+                   max(1, batch_size // samples), samples, do_sample=True, temperature=temperature, top_p=top_p,
+                   top_k=0, num_return_sequences=samples)
 
 
 # ---------------------------------------------------------------------------------------------- cache
 
 
 class PassCache:
-    """On-disk cache of pass results. The key includes the model fingerprint, the template id, the exact token
-    ids of the inputs and the pass parameters, so a cached result can never belong to another model or input."""
+    """On-disk cache of pass results (namespace `passes` of the one `Cache`). The key includes the model
+    fingerprint, the exact token ids of the inputs and the pass parameters, so a cached result can never
+    belong to another model or input."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, enabled: bool = True) -> None:
-        self.root = Path(root) if root else cache_root() / "passes"
-        self.enabled = enabled
+    def __init__(self, root=None, enabled: bool = True) -> None:
+        self.store = Cache("passes", root, enabled)
+
+    @property
+    def enabled(self) -> bool:
+        return self.store.enabled
 
     def key(self, kind: str, model_fp: str, inputs: object, params: dict) -> str:
-        return f"{kind}-{model_fp}-{stable_hash([inputs, params], 20)}"
-
-    def _path(self, key: str) -> Path:
-        return self.root / f"{key}.npz"
+        return cache_key(kind, model_fp, inputs, params)
 
     def load_stats(self, key: str) -> list[TokenStats] | None:
-        p = self._path(key)
-        if not (self.enabled and p.is_file()):
+        z = self.store.load(key, NPZ)
+        if z is None or not {"offsets", "logps", "correct", "mu", "sigma"} <= z.keys():
             return None
-        try:
-            z = np.load(p)
-            off = z["offsets"]
-            cols = [z[c] for c in ("logps", "correct", "mu", "sigma")]
-            return [TokenStats(*(c[off[i]:off[i + 1]] for c in cols)) for i in range(len(off) - 1)]
-        except Exception:  # a corrupt cache entry is recomputed, never trusted
-            return None
+        off, cols = z["offsets"], [z[c] for c in ("logps", "correct", "mu", "sigma")]
+        return [TokenStats(*(c[off[i]:off[i + 1]] for c in cols)) for i in range(len(off) - 1)]
 
     def save_stats(self, key: str, stats: Sequence[TokenStats]) -> None:
-        if not self.enabled:
-            return
         off = np.cumsum([0] + [len(s.logps) for s in stats])
         cat = {c: np.concatenate([getattr(s, c) for s in stats]) if stats else np.zeros(0)
                for c in ("logps", "correct", "mu", "sigma")}
-        self._atomic_save(key, offsets=off, **cat)
+        self.store.save(key, {"offsets": off, **cat}, NPZ)
 
     def load_tokens(self, key: str) -> list[list[int]] | None:
-        p = self._path(key)
-        if not (self.enabled and p.is_file()):
+        z = self.store.load(key, NPZ)
+        if z is None or not {"offsets", "tokens"} <= z.keys():
             return None
-        try:
-            z = np.load(p)
-            off, flat = z["offsets"], z["tokens"]
-            return [flat[off[i]:off[i + 1]].tolist() for i in range(len(off) - 1)]
-        except Exception:
-            return None
+        off, flat = z["offsets"], z["tokens"]
+        return [flat[off[i]:off[i + 1]].tolist() for i in range(len(off) - 1)]
 
     def save_tokens(self, key: str, seqs: Sequence[Sequence[int]]) -> None:
-        if not self.enabled:
-            return
         off = np.cumsum([0] + [len(s) for s in seqs])
         flat = np.array([t for s in seqs for t in s], dtype=np.int64)
-        self._atomic_save(key, offsets=off, tokens=flat)
-
-    def _atomic_save(self, key: str, **arrays: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self._path(key))
+        self.store.save(key, {"offsets": off, "tokens": flat}, NPZ)
 
 
 def encoded_key(encoded: Sequence[Encoded]) -> str:

@@ -1,47 +1,42 @@
-"""Multi-process helpers: under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) the process group is started
-on first use (gloo on CPU, nccl on GPU); in a plain single process everything here is a no-op."""
+"""Multi-process helpers, a thin layer over accelerate: the one distributed layer, shared with training.
+
+`accelerate.PartialState` is a process-wide singleton that the training engine's `Accelerator` reuses, so
+evaluation and training see the same process group. Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) it
+starts the group on first use (gloo on CPU, nccl on GPU); in a plain single process everything here is a no-op."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import torch
-import torch.distributed as dist
+
+def _state():
+    import torch
+    from accelerate import PartialState
+
+    # cpu=True where there is no GPU, as the engine's Accelerator asks: accelerate only starts a multi-process
+    # CPU (gloo) group when told cpu=True, and the first call fixes the process-wide state for both.
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def world_size() -> int:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _state().num_processes
 
 
 def rank() -> int:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
+    return _state().process_index
 
 
 def is_main() -> bool:
-    return rank() == 0
-
-
-def ensure_initialized() -> None:
-    if world_size() > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return _state().is_main_process
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
-    """Every rank's `obj`, in rank order (a one-element list in a single process)."""
-    if world_size() == 1:
-        return [obj]
-    ensure_initialized()
-    out: list[Any] = [None] * world_size()
-    dist.all_gather_object(out, obj)
-    return out
+    """Every rank's `obj` (any picklable object), in rank order; a one-element list in a single process."""
+    from accelerate.utils import gather_object
+
+    # gather_object concatenates the ranks' lists, so each rank sends a one-element list
+    return list(gather_object([obj]))
 
 
 def barrier() -> None:
-    if world_size() > 1:
-        ensure_initialized()
-        dist.barrier()
+    _state().wait_for_everyone()

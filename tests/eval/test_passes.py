@@ -1,0 +1,175 @@
+"""The model-pass service: `answer_nll` and its four reductions (numbers derived by hand), the batch form (a
+differentiable training loss) against the sequence form (a probe), and greedy / sampled generation."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from obliviate.data.templates import IGNORE_INDEX as X
+from obliviate.data.templates import Encoded
+from obliviate.eval.passes import answer_nll, generate_pass, logprob_pass, sample_pass
+from obliviate.utils.tensors import pad_batch
+
+
+class ThreeToOne(torch.nn.Module):
+    """Vocabulary {0, 1}; at every position logits (log 3, 0): p(0) = 3/4, p(1) = 1/4, so the NLL of token 0 is
+    log 4/3 and of token 1 is log 4, whatever came before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.zeros(*input_ids.shape, 2) + self.dummy
+        logits[..., 0] = math.log(3)
+        return SimpleNamespace(logits=logits)
+
+
+def _enc(ids: list[int], prompt_len: int) -> Encoded:
+    return Encoded(ids, [X] * prompt_len + ids[prompt_len:], prompt_len, False)
+
+
+# Sequence A: prompt [1, 1], answer [0, 0]; B: prompt [0], answer [1]; C: prompt only (no answer token).
+SEQS = [_enc([1, 1, 0, 0], 2), _enc([0, 1], 1), _enc([1, 0], 2)]
+A, B = math.log(4 / 3), math.log(4)  # per-token NLLs of A's tokens and of B's token
+
+
+@pytest.mark.parametrize("reduction, expected", [
+    ("token_mean", (2 * A + B) / 3),  # every token weighs the same
+    ("sequence_mean", (A + B) / 2),  # each sequence's mean, then the mean over sequences with answer tokens
+    ("sum", 2 * A + B),
+])
+def test_reductions_by_hand(reduction, expected):
+    got = answer_nll(ThreeToOne(), SEQS, reduction, batch_size=2)
+    assert float(got) == pytest.approx(expected)
+    ids, mask, lab = pad_batch([s.input_ids for s in SEQS], 0, labels=[s.labels for s in SEQS])
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": lab}
+    assert float(answer_nll(ThreeToOne(), batch, reduction)) == pytest.approx(expected)
+
+
+def test_reduction_none_is_per_sequence_mean_nan_without_answer():
+    got = answer_nll(ThreeToOne(), SEQS, "none").tolist()
+    assert got[:2] == pytest.approx([A, B]) and math.isnan(got[2])
+
+
+def test_empty_and_unknown():
+    assert math.isnan(float(answer_nll(ThreeToOne(), [], "sequence_mean")))
+    with pytest.raises(ValueError, match="token_mean, sequence_mean, sum, none"):
+        answer_nll(ThreeToOne(), SEQS, "mean")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- a real model
+
+
+@pytest.fixture(scope="module")
+def llama():
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for n, p in [(9, 4), (5, 2), (12, 7), (6, 5), (3, 1)]:
+        ids = torch.randint(3, 64, (n,), generator=g).tolist()
+        out.append(_enc(ids, p))
+    return out
+
+
+def _one_by_one(model, seqs) -> list[float]:
+    """Independent oracle: each sequence alone (no padding), full logits, torch's cross entropy."""
+    with torch.no_grad():
+        return [float(F.cross_entropy(model(input_ids=torch.tensor([s.input_ids])).logits[0, :-1].float(),
+                                      torch.tensor(s.labels[1:]), ignore_index=X)) for s in seqs]
+
+
+def test_sequence_form_matches_one_by_one_forward(llama, seqs):
+    oracle = _one_by_one(llama, seqs)
+    assert answer_nll(llama, seqs, "none", batch_size=2).tolist() == pytest.approx(oracle, rel=1e-5)
+    assert float(answer_nll(llama, seqs, "sequence_mean")) == pytest.approx(sum(oracle) / len(oracle), rel=1e-5)
+    n = [sum(t != X for t in s.labels[1:]) for s in seqs]
+    token_mean = sum(v * k for v, k in zip(oracle, n)) / sum(n)
+    assert float(answer_nll(llama, seqs, "token_mean", batch_size=3)) == pytest.approx(token_mean, rel=1e-5)
+    # the teacher-forced pass agrees: -mean(log p) per sequence
+    stats = logprob_pass(llama, seqs, pad_id=0)
+    assert [-float(s.logps.mean()) for s in stats] == pytest.approx(oracle, rel=1e-5)
+
+
+def test_batch_form_is_the_training_loss_and_keeps_the_mode(llama, seqs):
+    """One batch: exactly the usual causal-LM loss on full logits, with gradients; the sequence form restores the
+    model's train/eval mode."""
+    ids, mask, lab = pad_batch([s.input_ids for s in seqs], 0, labels=[s.labels for s in seqs])
+    llama.zero_grad()
+    loss = answer_nll(llama, {"input_ids": ids, "attention_mask": mask, "labels": lab}, "token_mean")
+    full = llama(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    ref = F.cross_entropy(full.reshape(-1, full.shape[-1]), lab[:, 1:].reshape(-1), ignore_index=X)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
+    loss.backward()
+    assert llama.get_input_embeddings().weight.grad is not None
+    llama.zero_grad()
+    llama.train()
+    try:
+        answer_nll(llama, seqs, "sum")
+        assert llama.training
+    finally:
+        llama.eval()
+
+
+def test_generate_pass_matches_one_prompt_at_a_time(llama):
+    prompts = [[5, 6, 7], [9], [10, 11, 12, 13, 14]]
+    batched = generate_pass(llama, prompts, pad_id=0, eos_id=2, max_new_tokens=[6, 4, 6], batch_size=8)
+    alone = [generate_pass(llama, [p], pad_id=0, eos_id=2, max_new_tokens=n)[0] for p, n in zip(prompts, [6, 4, 6])]
+    assert batched == alone and all(len(x) <= n for x, n in zip(batched, [6, 4, 6]))
+
+
+def test_sample_pass_shapes_and_seed(llama):
+    prompts = [[5, 6, 7], [9, 10]]
+    torch.manual_seed(3)
+    a = sample_pass(llama, prompts, pad_id=0, eos_id=2, max_new_tokens=5, samples=3, batch_size=4)
+    torch.manual_seed(3)
+    b = sample_pass(llama, prompts, pad_id=0, eos_id=2, max_new_tokens=5, samples=3, batch_size=4)
+    assert a == b and [len(x) for x in a] == [3, 3]
+    assert all(len(s) <= 5 and 2 not in s for x in a for s in x)
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+
+
+def test_runner_serves_cached_passes_only_for_the_same_weights(tmp_path, monkeypatch):
+    """A second runner over the same weights reads the pass from disk (the model is not called); the same model
+    with one embedding element changed is another fingerprint, so it is computed anew."""
+    import copy
+
+    from obliviate.eval import runner as R
+    from obliviate.eval.passes import PassCache
+    from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
+
+    texts = ["Question: Where was Ada born?\nAnswer: In Lisbon.", "Question: What does Bo do?\nAnswer: He bakes."]
+    tok = train_tokenizer(texts * 4, vocab_size=300)
+    model = build_model(TinyModelSpec(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                        tok).eval()
+    pairs = [("a", "Where was Ada born?", "In Lisbon."), ("b", "What does Bo do?", "He bakes.")]
+    first = R.ModelRunner(model, tok, cache=PassCache(tmp_path)).logprobs(pairs)
+    assert len(list(tmp_path.rglob("*.npz"))) == 1
+
+    real = R.logprob_pass
+    monkeypatch.setattr(R, "logprob_pass", lambda *a, **k: pytest.fail("the cached pass was recomputed"))
+    again = R.ModelRunner(model, tok, cache=PassCache(tmp_path)).logprobs(pairs)
+    assert all((x.logps == y.logps).all() for x, y in zip(first, again))
+
+    edited = copy.deepcopy(model)
+    with torch.no_grad():
+        edited.get_input_embeddings().weight[tok.convert_tokens_to_ids("<|eos|>"), 0] += 1.0
+    monkeypatch.setattr(R, "logprob_pass", real)
+    other = R.ModelRunner(edited, tok, cache=PassCache(tmp_path)).logprobs(pairs)
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    assert any((x.logps != y.logps).any() for x, y in zip(first, other))
