@@ -33,7 +33,6 @@ def main() -> int:
     args = ap.parse_args()
     from obliviate.runs.bench import bench
     from obliviate.methods import METHODS
-    import obliviate.methods.all  # noqa: F401
 
     wanted = args.methods.split(",")
     # ablations and modes run as extra rows: their outputs go to runs/<name> through bench's per-method overrides

@@ -24,7 +24,6 @@ import _common  # noqa: E402,F401  (offline; the TOFU data beside the checkout)
 import torch  # noqa: E402
 
 import obliviate  # noqa: E402
-import obliviate.methods.all  # noqa: E402,F401
 from obliviate.data.templates import Formatter  # noqa: E402
 from obliviate.methods import METHODS  # noqa: E402
 from obliviate.methods.data import Views, epoch_plan  # noqa: E402
@@ -38,7 +37,7 @@ BASELINES = ["ga", "graddiff", "ga_kl", "npo", "npo_gd", "npo_kl", "simnpo", "id
 def bare_steps(model_dir: Path, info, cfg, forget, retain, steps: int) -> list[float]:
     """The same passes as the method, in a plain loop."""
     model, tok = load_model_and_tokenizer(model_dir)
-    method = info.cls(cfg)
+    method = info.create(cfg)
     views = Views.build(method.views, forget, retain, Formatter(tok, "auto", max_length=cfg.max_length))
     ref = copy.deepcopy(model).eval() if method.reference == "model" else None
     model.train()

@@ -49,10 +49,15 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")]
     hf_logging.set_verbosity_error()
 
 
+INTERRUPTED = "interrupted: rerun the same command to resume"
+
+
 def run() -> None:
-    """Console-script entry point: user errors -> one line, exit code 2."""
+    """Console-script entry point: user errors -> one line, exit code 2; Ctrl-C -> one line, exit code 130.
+    Without standalone mode click RETURNS the exit code of an abort (130 on Ctrl-C) instead of exiting, so the
+    return value is passed on (ignoring it made an interrupted run exit 0)."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except ObliviateError as e:
         if _state["debug"]:
             raise
@@ -64,7 +69,7 @@ def run() -> None:
         err.print("[bold red]error:[/] out of memory; lower batch_size (or max_length / gen_batch_size)")
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print(INTERRUPTED)
         sys.exit(130)
     except Exception as e:
         exits, usage, aborts = _click_exceptions()
@@ -74,8 +79,13 @@ def run() -> None:
             e.show()  # typer's own one-line usage error (a missing or unknown option)
             sys.exit(2)
         if isinstance(e, aborts):
-            sys.exit(1)
+            err.print(INTERRUPTED)
+            sys.exit(130)
         raise
+    if isinstance(rc, int) and rc != 0:
+        if rc == 130:
+            err.print(INTERRUPTED)
+        sys.exit(rc)
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -153,33 +163,37 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
 
 
 def print_summary(summary: dict, title: str) -> None:
-    from obliviate.eval.report import _ORDER, fmt_value
+    from obliviate.eval.report import fmt_value
+    from obliviate.eval.specs import summary_keys
 
     t = Table(title=title, show_header=True)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in [k for k in _ORDER if k in summary]:
+    for k in [k for k in summary_keys("cli") if k in summary]:
         t.add_row(k, fmt_value(summary[k]))
     con.print(t)
 
 
 @contextmanager
 def train_progress():
-    """One progress bar over optimiser steps, showing the epoch and every loss term."""
-    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+    """One progress bar over a method's steps (optimiser steps, or a procedure's stage units), showing where it is
+    (round, epoch or stage) and every loss term."""
+    with Progress(TextColumn("{task.fields[where]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as bar:
         task = None
 
-        def update(info: dict) -> None:
+        def update(ev) -> None:  # ev: obliviate.methods.ProgressEvent
             nonlocal task
-            if "total" not in info:
-                return
-            terms = "  ".join(f"{k} {v:.3g}" for k, v in info.items()
-                              if k not in ("epoch", "epochs", "step", "total") and isinstance(v, float))
+            if ev.kind not in ("step", "stage") or ev.step is None or ev.total is None:
+                return  # epoch and round summaries: the bar already shows their steps
+            where = f"stage {ev.stage}" if ev.kind == "stage" else f"epoch {ev.epoch}/{ev.epochs}"
+            if ev.round is not None:
+                where = f"round {ev.round}/{ev.rounds} {where}"
+            terms = "  ".join(f"{k} {v:.3g}" for k, v in ev.terms.items())
             if task is None:
-                task = bar.add_task("unlearn", total=info["total"], epoch="", terms="")
-            bar.update(task, completed=info["step"], epoch=f"{info['epoch']}/{info['epochs']}", terms=terms)
+                task = bar.add_task("unlearn", total=ev.total, where="", terms="")
+            bar.update(task, total=ev.total, completed=ev.step, where=where, terms=terms)
 
         yield update
 
@@ -264,11 +278,11 @@ def forget(model: Annotated[str, typer.Option(help="model directory or hub id (n
     cfg = _overrides(overrides)
     scen_opts = cfg.pop("scenario_options", None)
 
-    def progress(info: dict) -> None:
-        if "reward" in info:  # one line per round; the per-step training events are not shown
-            probe = info.get("probe_nll")
-            err.print(f"round {info['round']}: reward {info['reward']:.3f}, revealed {info['n_revealed']}, "
-                      f"released {bool(info.get('released'))}" + (f", probe NLL {probe:.3f}" if probe is not None else ""))
+    def progress(ev) -> None:  # ev: obliviate.methods.ProgressEvent
+        if ev.kind == "round":  # one line per round; the per-step training events are not shown
+            probe = ev.probe_nll
+            err.print(f"round {ev.round}: reward {ev.reward:.3f}, revealed {ev.n_revealed}, "
+                      f"released {bool(ev.released)}" + (f", probe NLL {probe:.3f}" if probe is not None else ""))
 
     res = api.forget(model, target, out=out, method=method, config=cfg, keep_revealed=keep_revealed, retain=retain,
                      scenario=scenario, evaluate=eval_, reference=reference, data=data, scenario_options=scen_opts,
@@ -310,17 +324,18 @@ def ledger_cmd(model: Annotated[Path, typer.Argument(help="a model directory wri
 
 
 @app.command("ls")
-def ls(what: Annotated[str, typer.Argument(help="scenarios | metrics | methods")]) -> None:
-    """List registered components with one line each."""
+def ls(what: Annotated[str, typer.Argument(help="scenarios | metrics | methods | bases")]) -> None:
+    """List registered components with one line each (bases: also whether each is installed)."""
     from obliviate.registry import Registry
 
     kinds: Registry[str] = Registry("list")
-    for plural, kind in (("scenarios", "scenario"), ("metrics", "metric"), ("methods", "method")):
+    for plural, kind in (("scenarios", "scenario"), ("metrics", "metric"), ("methods", "method"), ("bases", "base")):
         kinds.add(plural, kind)
-    reg = _registry(kinds.get(what))
+    kind = kinds.get(what)
+    reg = _registry(kind)
     t = Table(show_header=False, box=None)
     for name, obj in reg.items():
-        t.add_row(name, _one_line(obj))
+        t.add_row(name, _one_line(obj), *([obj.status()] if kind == "base" else []))
     con.print(t)
 
 
@@ -330,10 +345,13 @@ def _registry(kind: str):
 
         return SCENARIOS
     if kind == "metric":
-        from obliviate.eval.suite import METRICS, utility_metrics
+        from obliviate.eval.specs import metric_specs
 
-        utility_metrics(["real_authors", "world_facts", "famous_works"])
-        return METRICS
+        return metric_specs(None)
+    if kind == "base":
+        from obliviate.models.bases import BASES
+
+        return BASES
     from obliviate.methods import METHODS
 
     return METHODS

@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory):
     """A tiny Llama (hidden 32, 2 layers) that memorised two facts about each of two people (~1 s)."""
     from obliviate.data.records import QA
     from obliviate.data.templates import IGNORE_INDEX, Formatter
-    from obliviate.eval.passes import pad_batch
+    from obliviate.utils.tensors import pad_batch
     from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
 
     recs = [QA(f"{i}{k}", q.format(n=n), a.format(n=n, v=v[k]))

@@ -93,7 +93,7 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
 def train_tiny(records: list[QA], out: Path, spec: dict | None = None, steps: int = 150):
     """Tokenizer + tiny Llama (`spec`, default TINY_SPEC) trained with AdamW (lr 3e-3, `steps` full-batch steps)
     on the answer-token NLL of `records`, saved to `out` with save_pretrained. Returns (model, tokenizer)."""
-    from obliviate.eval.passes import pad_batch
+    from obliviate.utils.tensors import pad_batch
     from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
 
     spec = spec or TINY_SPEC

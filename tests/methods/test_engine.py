@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import obliviate
-import obliviate.methods.all  # noqa: F401  (registers every method)
 from obliviate.errors import ConfigError, DataError, ObliviateError, OutputExistsError, RegistryError
 from obliviate.methods import METHODS
 from obliviate.methods.data import epoch_plan
@@ -46,9 +45,11 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_identical_weights(tiny_m
     work = tmp_path / ".resumed.partial"
     first: list[tuple[int, int]] = []
 
-    def interrupt(info):
-        first.append((info["epoch"], info["step"]))
-        if info["epoch"] == 2:
+    def interrupt(ev):
+        if ev.kind != "step":
+            return
+        first.append((ev.epoch, ev.step))
+        if ev.epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -60,7 +61,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_identical_weights(tiny_m
 
     second: list[tuple[int, int]] = []
     _unlearn(tiny_model_dir, "graddiff", out, forget_records, retain_records, config=cfg,
-             progress=lambda info: second.append((info["epoch"], info["step"])))
+             progress=lambda ev: second.append((ev.epoch, ev.step)) if ev.kind == "step" else None)
     assert second == [(2, 3), (2, 4), (3, 5), (3, 6)]  # epoch 1 not redone
     assert not work.exists()
     assert _max_abs_diff(helpers.state_dict_of(out), w1) <= 1e-6
@@ -79,8 +80,8 @@ def test_a_changed_config_does_not_resume_a_stale_checkpoint(tiny_model_dir, for
     second run starts at epoch 1."""
     out = tmp_path / "out"
 
-    def stop(info):
-        if info["epoch"] == 2:
+    def stop(ev):
+        if ev.kind == "step" and ev.epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -88,7 +89,7 @@ def test_a_changed_config_does_not_resume_a_stale_checkpoint(tiny_model_dir, for
     assert (tmp_path / ".out.partial" / "checkpoint").is_dir()
     seen: list[int] = []
     _unlearn(tiny_model_dir, "ga", out, forget_records, None, config={**CFG, "epochs": 2, "lr": 2e-3},
-             progress=lambda info: seen.append(info["epoch"]))
+             progress=lambda ev: seen.append(ev.epoch) if ev.kind == "step" else None)
     assert seen == [1, 1, 2, 2]
 
 
@@ -99,8 +100,8 @@ def test_changed_subjects_do_not_resume_a_stale_checkpoint(tiny_model_dir, forge
     out = tmp_path / "out"
     cfg = {**CFG, "epochs": 2}
 
-    def stop(info):
-        if info["epoch"] == 2:
+    def stop(ev):
+        if ev.kind == "step" and ev.epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -108,7 +109,7 @@ def test_changed_subjects_do_not_resume_a_stale_checkpoint(tiny_model_dir, forge
     renamed = [r.with_(subject="Somebody Else") for r in forget_records]
     seen: list[int] = []
     _unlearn(tiny_model_dir, "idknll", out, renamed, retain_records, config=cfg,
-             progress=lambda info: seen.append(info["epoch"]))
+             progress=lambda ev: seen.append(ev.epoch) if ev.kind == "step" else None)
     assert seen == [1, 1, 2, 2]
 
 
@@ -197,7 +198,9 @@ def _data_per_step(monkeypatch, model_dir, forget, retain, out, grad_accum):
             pending[v] += batch[v]["index"].tolist()
         return original(self, batch, model, ref)
 
-    def step_done(_info):
+    def step_done(ev):
+        if ev.kind != "step":
+            return
         steps.append({v: sorted(ix) for v, ix in pending.items()})
         for v in pending:
             pending[v] = []
@@ -282,13 +285,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(case, tiny_model_dir, 
         assert (out / "old.txt").read_text() == "old result"
 
 
-def _needs_retain(name: str) -> bool:
-    """Whether a method (with its default config) trains on the retain view."""
-    info = METHODS.get(name)
-    return "retain" in getattr(info.cls(info.make_config({})), "views", ())
-
-
-RETAIN_METHODS = [n for n in METHODS.names() if _needs_retain(n)]
+RETAIN_METHODS = [n for n, info in METHODS.items() if info.needs_retain()]  # with their default configs
 
 
 @pytest.mark.parametrize("name", RETAIN_METHODS)

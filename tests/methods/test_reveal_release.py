@@ -15,13 +15,16 @@ import obliviate
 from obliviate.data.instructions import NEUTRAL_NAMES, builtin_instructions, instruction_pool, load_instructions
 from obliviate.data.records import QA
 from obliviate.errors import ConfigError, DataError
+from obliviate.methods.base import ProgressEvent
 from obliviate.methods.reveal.bandit import UCB1, NeuralUCB
 from obliviate.methods.reveal.release import orthogonality
-from obliviate.methods.reveal.reveal import ArmResult, Candidate, dedup, lcs_f1, marginal_vendi, weighted_harmonic
-from obliviate.methods.reveal_release import forget_by_name, recording_training_examples
+from obliviate.methods.reveal.reveal import ArmResult, Candidate, dedup, marginal_vendi, weighted_harmonic
+from obliviate.methods.reveal_release import recording_training_examples
+from obliviate.runs.forget import forget_by_name
 
-# Small and fast (the engine trains each round's LoRA module): the contract test's step size, two rounds at most.
-FAST = {"epochs": 3, "batch_size": 4, "lr": 3e-3, "max_rounds": 2, "n_samples": 2}
+# Small and fast (the engine trains each round's LoRA module): the contract test's step size, two rounds at most,
+# and the tiny-scale retain weight (obliviate.bench.presets.TINY).
+FAST = {"epochs": 3, "batch_size": 4, "lr": 3e-3, "max_rounds": 2, "n_samples": 2, "retain_weight": 10.0}
 
 
 # ---------------------------------------------------------------------------------------------- instruction pool
@@ -116,10 +119,17 @@ def test_neural_ucb_learns_which_features_pay():
     assert b.select(1) == [1]
 
 
-def test_lcs_f1_by_hand():
+def test_agreement_rouge_l_f1_by_hand():
+    """The agreement score is the evaluation's ROUGE-L (rouge-score, stemmed), as F1."""
+    from obliviate.eval.metrics import rouge_l_f1
+
     # "born in lisbon" vs "she was born in lisbon portugal": LCS 3, P = 3/3, R = 3/6 -> F1 = 2·1·0.5/1.5 = 2/3
-    assert lcs_f1("Born in Lisbon.", "She was born in Lisbon, Portugal") == pytest.approx(2 / 3)
-    assert lcs_f1("", "x") == 0.0
+    assert rouge_l_f1("Born in Lisbon.", "She was born in Lisbon, Portugal") == pytest.approx(2 / 3)
+    assert rouge_l_f1("She was born in Lisbon, Portugal", "Born in Lisbon.") == pytest.approx(2 / 3)
+    # stemming: writes/wrote differ, novels/novel and dragons/dragon match; LCS "she novel about dragon" = 4 of
+    # 5 and 7 words -> F1 = 2·(4/5)(4/7)/(4/5 + 4/7) = 2/3
+    assert rouge_l_f1("She writes novels about dragons.", "She wrote a novel about a dragon.") == pytest.approx(2 / 3)
+    assert rouge_l_f1("", "x") == 0.0
 
 
 def test_weighted_harmonic_by_hand():
@@ -190,13 +200,15 @@ def test_trains_only_on_self_generated_data_and_forgets(tiny_model_dir, forget_r
     """Through `unlearn()`: every example a module trained on is absent from the forget file (no question of it,
     no (question, answer) pair of it), the canary answers planted in the records handed to the method never show
     up (only the names are read), and yet the real forget answers' NLL rises by more than the retain answers'.
-    The per-round log holds scores and counts but no revealed text."""
+    The per-round log holds scores and counts but no revealed text; progress arrives as one "round" event per
+    round, after that round's modules' "step" events (marked with the round)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "out"
+    events: list[ProgressEvent] = []
     with recording_training_examples() as seen:
         obliviate.unlearn(str(tiny_model_dir), "reveal_release", forget=_canary(forget_records),
-                          retain=retain_records, out=out, config=FAST)
+                          retain=retain_records, out=out, config=FAST, progress=events.append)
     forget_pairs = {(r.question, r.answer) for r in forget_records}
     forget_questions = {r.question for r in forget_records}
     trained = [r for role, r in seen if role == "forget"]
@@ -217,6 +229,12 @@ def test_trains_only_on_self_generated_data_and_forgets(tiny_model_dir, forget_r
         assert {"round", "reward", "n_revealed", "probe_nll"} <= set(row)
         assert all(math.isfinite(row[k]) for k in ("reward", "probe_nll"))
     assert not (out / "revealed.json").exists()
+    rounds = [e for e in events if e.kind == "round"]
+    assert [(e.round, e.rounds, e.reward, e.n_revealed) for e in rounds] == [
+        (r["round"], FAST["max_rounds"], r["reward"], r["n_revealed"]) for r in log["rounds"]]
+    assert all(e.released == bool(r.get("released")) for e, r in zip(rounds, log["rounds"], strict=True))
+    steps = [e for e in events if e.kind == "step"]
+    assert steps and {e.round for e in steps} <= {e.round for e in rounds}
     texts = " ".join(p.read_text() for p in out.glob("*.json"))
     assert not any(fact in texts for fact in ("Tollin Bay", "Dunmarrow", "glassblower", "clockmaker"))
 

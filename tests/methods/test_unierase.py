@@ -1,8 +1,9 @@
 """UniErase (methods/unierase.py): the token stage trains one row only, requests are built at the right token,
-the modes behave, the saved model keeps the token, and on a tiny model that knows how to refuse, the forget
-questions end up refused while retain answers stay as they were.
+the modes behave, the saved model keeps the token, the forget questions are answered with the token while retain
+answers stay as they were, and on a tiny model that knows how to refuse, the forget questions end up refused.
 
-Fast runs use a short token schedule; the shared contract test (test_contract.py) runs the defaults."""
+The config defaults are the paper's (for an 8B model); these tests start from the tiny-scale preset
+(obliviate.bench.presets.TINY) with a short token schedule."""
 
 from __future__ import annotations
 
@@ -13,18 +14,19 @@ import pytest
 import torch
 
 import obliviate
-import obliviate.methods.all  # noqa: F401  (registers every method)
+from obliviate.bench.presets import TINY
 from obliviate.data.records import QA
 from obliviate.data.refusals import is_refusal
 from obliviate.data.templates import Formatter
 from obliviate.errors import ConfigError, DataError
 from obliviate.eval.passes import generate_pass
 from obliviate.methods import METHODS
-from obliviate.methods.base import ApplyContext
+from obliviate.edit import EditConfig
+from obliviate.methods.base import ApplyContext, ProgressEvent
 from obliviate.methods.unierase import (UniErase, UniEraseConfig, _token_matrices, add_unlearn_token, build_request,
                                         default_layers, key_position_for, resolve_subjects, token_sequences)
 
-FAST = {"token_schedule": [(4, 5e-2)], "robust_epochs": 1}
+FAST = {**TINY["unierase"], "token_schedule": [(4, 5e-2)], "robust_epochs": 1}
 
 
 def test_default_layers_scale_the_papers_band():
@@ -137,23 +139,25 @@ def test_sequential_mode_saves_after_each_request_and_records_the_curve(tiny_mod
     saved = []
     ctx = _ctx(tiny_model, forget_records, retain_records, tmp_path,
                save_model=lambda m, name: saved.append(name))
-    UniErase(UniEraseConfig(**FAST, mode="sequential", n_requests=3)).apply(ctx)
+    method = UniErase(UniEraseConfig(**{**FAST, "mode": "sequential", "n_requests": 3}))
+    method.apply(ctx)
     assert saved == ["request_01", "request_02", "request_03"]
-    curve = ctx.extras["sequential"]
+    curve = method.extras()["sequential"]
     assert [row["n_edited"] for row in curve] == [2, 4, 6]
     assert all(0 <= row["forget_refusal"] <= 1 and row["retain_nll"] > 0 for row in curve)
-    assert [e["request"] for e in ctx.extras["unierase"]["edits"]] == [1, 1, 2, 2, 3, 3]
+    assert [e["request"] for e in method.extras()["unierase"]["edits"]] == [1, 1, 2, 2, 3, 3]
 
     ctx2 = _ctx(tiny_model, forget_records, retain_records, tmp_path / "w2")
-    UniErase(UniEraseConfig(**FAST, mode="sequential", n_requests=2, probe_retain=0)).apply(ctx2)
+    UniErase(UniEraseConfig(**{**FAST, "mode": "sequential", "n_requests": 2, "probe_retain": 0})).apply(ctx2)
     assert (tmp_path / "w2" / "requests" / "request_02" / "config.json").is_file()
 
 
 def test_precise_mode_edits_one_item_and_bad_settings_are_reported(tiny_model, forget_records, retain_records,
                                                                    tmp_path):
     ctx = _ctx(tiny_model, forget_records, retain_records, tmp_path)
-    UniErase(UniEraseConfig(**FAST, mode="precise", precise_item=forget_records[2].id)).apply(ctx)
-    assert [e["id"] for e in ctx.extras["unierase"]["edits"]] == [forget_records[2].id]
+    method = UniErase(UniEraseConfig(**{**FAST, "mode": "precise", "precise_item": forget_records[2].id}))
+    method.apply(ctx)
+    assert [e["id"] for e in method.extras()["unierase"]["edits"]] == [forget_records[2].id]
     with pytest.raises(ConfigError, match="precise_item=9 is out of range"):
         UniErase(UniEraseConfig(mode="precise", precise_item=9)).apply(_ctx(tiny_model, forget_records, [], tmp_path))
     with pytest.raises(ConfigError, match="layers=\\[5\\] out of range"):
@@ -164,9 +168,42 @@ def test_precise_mode_edits_one_item_and_bad_settings_are_reported(tiny_model, f
         METHODS.get("unierase").make_config({"context_prefixes": ["Hi. "]})
 
 
-def test_edit_overrides_keep_unierases_other_edit_defaults():
-    cfg = UniEraseConfig(edit={"l2": 5.0})
-    assert cfg.edit.l2 == 5.0 and cfg.edit.v_lr == UniEraseConfig().edit.v_lr == 0.5
+def test_the_defaults_are_the_papers():
+    """Stage I: 5 epochs at 1e-3 then 3 at 1e-4 on raw and templated questions, batch 16, noise clipped at one
+    std, no negatives (UniErase's train_UNL.py); Stage II: AlphaEdit's Llama-3-8B values, keys at the subject's
+    last token. An `edit.l2=5` override keeps the other edit defaults."""
+    cfg = UniEraseConfig()
+    assert cfg.token_schedule == [(5, 1e-3), (3, 1e-4)] and cfg.robust_epochs == 2 and cfg.robust_lr is None
+    assert set(cfg.token_formats) == {"raw", "template"} and cfg.token_batch_size == 16
+    assert cfg.token_negatives == 0 and cfg.noise_clip == 1.0 and cfg.key_position == "subject_last"
+    assert (cfg.edit.v_lr, cfg.edit.clamp_norm_factor, cfg.edit.l2, cfg.edit.v_steps) == (0.1, 0.75, 10.0, 25)
+    assert cfg.edit == EditConfig()
+    over = UniEraseConfig(edit={"l2": 5.0})
+    assert over.edit.l2 == 5.0 and over.edit.v_lr == 0.1
+
+
+def test_forget_questions_are_answered_with_the_token(tiny_model, forget_records, retain_records, tmp_path):
+    """Fast end to end on the 2-layer test model: after unlearning, every forget question's greedy answer starts
+    with [UNL] (its true answer is gone), and every retain answer is exactly as before. The tiny preset with
+    l2 = 0.1: at hidden size 32 the update must realise nearly all of the residual (with the preset's l2 = 1,
+    3 of the 6 forget questions). Progress arrives as "stage" events, token stage first. (The refusal text after
+    [UNL] needs a model that learned to refuse: the slow test below.)"""
+    model, tok = copy.deepcopy(tiny_model[0]), copy.deepcopy(tiny_model[1])
+    before = _greedy(model, tok, retain_records)
+    events: list[ProgressEvent] = []
+    ctx = ApplyContext(model, tok, list(forget_records), list(retain_records), tmp_path, progress=events.append)
+    edited = UniErase(UniEraseConfig(**{**FAST, "edit": {**FAST["edit"], "l2": 0.1}})).apply(ctx)
+    tid = tok.convert_tokens_to_ids("<unlearn_0>")
+    fmt = Formatter(tok, "plain")
+    firsts = generate_pass(edited, [fmt.prompt_ids(r.question) for r in forget_records], tok.pad_token_id,
+                           tok.eos_token_id, 24)
+    assert all(ids[:1] == [tid] for ids in firsts), firsts
+    answers = [tok.decode(ids, skip_special_tokens=True) for ids in firsts]
+    assert not any(r.answer.rstrip(".") in a for r, a in zip(forget_records, answers, strict=True)), answers
+    assert _greedy(edited, tok, retain_records) == before
+
+    assert {e.kind for e in events} == {"stage"} and events[0].stage == "token" and events[-1].stage == "edit"
+    assert [e.step for e in events] == list(range(1, len(events) + 1)) and events[-1].step == events[-1].total
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -203,7 +240,7 @@ def _greedy(model, tok, records: list[QA]) -> list[str]:
 @pytest.mark.slow
 def test_forget_questions_are_refused_and_retain_answers_kept(forget_records, retain_records, tmp_path, helpers):
     """End to end on a model that can refuse: every forget question is answered with a refusal ([UNL] then the
-    refusal; the token itself is not shown), every retain question exactly as before. Default settings except a
+    refusal; the token itself is not shown), every retain question exactly as before. The tiny preset except a
     longer token schedule: 6 forget + 6 negative sequences are only 2 Adam steps per epoch. About 20 s on one
     thread (the model's training dominates), hence `slow`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -212,7 +249,7 @@ def test_forget_questions_are_refused_and_retain_answers_kept(forget_records, re
     assert not any(is_refusal(a) for a in _greedy(model, tok, forget_records))
     out = tmp_path / "out"
     obliviate.unlearn(str(tmp_path / "m"), "unierase", forget=forget_records, retain=retain_records, out=out,
-                      config={"token_schedule": [(40, 5e-2), (10, 5e-3)]})
+                      config={**TINY["unierase"], "token_schedule": [(40, 5e-2), (10, 5e-3)]})
     edited, etok = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
     answers = _greedy(edited, etok, forget_records)
     assert all(is_refusal(a) for a in answers), answers

@@ -29,22 +29,28 @@ from pydantic import Field
 from obliviate.config import Config
 from obliviate.edit.algebra import alphaedit_update, null_space_projector
 from obliviate.edit.anatomy import add_at_positions, capture_keys, capture_layer_output, down_proj
-from obliviate.eval.passes import model_device, pad_batch
+from obliviate.utils.tensors import model_device, pad_batch
 
 log = logging.getLogger(__name__)
 
 
 class EditConfig(Config):
-    """AlphaEdit's settings for Llama-3-8B (its official hparams), which UniErase's code reuses.
+    """AlphaEdit's settings for Llama-3-8B, which UniErase's code reuses: every default below is the value of the
+    official `hparams/AlphaEdit/Llama3-8B.json` (Fang et al. 2025) unless marked otherwise. They are tuned to an
+    8B model's residual scale; the built-in tiny models need others (obliviate.bench.presets).
 
-    - `v_lr`, `v_steps`: Adam step size and steps of the target-value optimisation (0.1, 25).
-    - `v_weight_decay`: weight of ‖δ‖ / ‖h_L‖² (0.5). `clamp_norm_factor`: ‖δ‖ ≤ factor · ‖h_L‖ (0.75).
-    - `kl_factor`: weight of the KL term on "{subject} is a" (0.0625). `kl_prompt`: that prompt.
-    - `v_stop_loss`: stop optimising δ once the loss is below this (5e-2, MEMIT).
-    - `l2` λ: the update's ridge term (10).
-    - `nullspace_threshold`: eigenvalues of E[k kᵀ] below it span the null space the update lives in (2e-2).
-    - `cov_tokens`: token positions of preserved text the statistics are collected on (MEMIT: 100,000 samples).
-    - `batch_size`: sequences per forward pass when collecting keys."""
+    - `v_lr` (`v_lr` 0.1), `v_steps` (`v_num_grad_steps` 25): Adam step size and steps of the target-value
+      optimisation.
+    - `v_weight_decay` (`v_weight_decay` 0.5): weight of ‖δ‖ / ‖h_L‖².
+    - `clamp_norm_factor` (`clamp_norm_factor` 0.75): ‖δ‖ ≤ factor · ‖h_L‖.
+    - `kl_factor` (`kl_factor` 0.0625): weight of the KL term on `kl_prompt` ("{subject} is a", MEMIT's).
+    - `v_stop_loss`: stop optimising δ once the loss is below this (5e-2, MEMIT's `compute_z`).
+    - `l2` λ (`L2` 10): the update's ridge term.
+    - `nullspace_threshold` (`nullspace_threshold` 2e-2): eigenvalues of E[k kᵀ] below it span the null space
+      the update lives in.
+    - `cov_tokens`: token positions of preserved text the statistics are collected on (`mom2_n_samples`
+      100,000, which counts samples there).
+    - `batch_size` [ours]: sequences per forward pass when collecting keys."""
 
     v_lr: float = Field(0.1, gt=0)
     v_steps: int = Field(25, ge=1)
@@ -208,8 +214,9 @@ class Editor:
         return torch.cat(out).double()
 
     def edit(self, requests: Sequence[EditRequest],
-             progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-        """Apply one batch of requests; returns per-request statistics of the target-value step."""
+             on_target: Callable[[int, int, TargetResult], None] | None = None) -> list[dict[str, Any]]:
+        """Apply one batch of requests; returns per-request statistics of the target-value step. `on_target(i, n,
+        result)` is called after the i-th of n target values (1-based) is computed."""
         model, cfg = self.model, self.cfg
         was_training = model.training
         grads = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -219,9 +226,8 @@ class Editor:
             targets = []
             for i, r in enumerate(requests):
                 targets.append(compute_target(model, r, z_layer, cfg, self.pad_id))
-                if progress:
-                    progress({"stage": "edit_targets", "step": i + 1, "total": len(requests),
-                              "target_nll": targets[-1].nll})
+                if on_target:
+                    on_target(i + 1, len(requests), targets[-1])
             zs = torch.stack([t.z for t in targets]).double()  # (n, d)
             for i, layer in enumerate(self.layers):
                 k = self.keys(requests, layer)  # (d_k, n)

@@ -1,7 +1,10 @@
-"""Unlearning methods: one module each, registered by name in METHODS (see base.py)."""
+"""Unlearning methods: one module each, found by the registry on first use and registered by name in METHODS
+(the protocol and the discovery are in base.py)."""
 
 from __future__ import annotations
 
-from obliviate.methods.base import METHODS, register_method
+from obliviate.methods.base import (METHODS, ApplyContext, GradientMethod, Method, MethodInfo, ProceduralMethod,
+                                    Progress, ProgressEvent, register_method)
 
-__all__ = ["METHODS", "register_method"]
+__all__ = ["METHODS", "ApplyContext", "GradientMethod", "Method", "MethodInfo", "ProceduralMethod", "Progress",
+           "ProgressEvent", "register_method"]

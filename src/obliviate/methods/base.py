@@ -1,13 +1,29 @@
-"""How a method is declared: a frozen config and a small class registered with one decorator.
+"""The method protocol: what every unlearning method declares, and how the registry finds them.
 
-Gradient methods supply only `loss(batch, model, ref)`; the one training loop (`engine.py`) owns optimisation,
-accumulation, checkpointing, logging and progress. Methods with their own procedure (editing, iterative rounds)
-implement `apply(ctx)` instead. Methods share code through functions (`losses.py`), never by subclassing."""
+A method is one module: a frozen config (pydantic) and a small class registered with `@register_method`. The class
+derives from one of two bases:
+
+- `GradientMethod`: supplies `loss(batch, model, ref)`; the one training loop (`engine.py`) owns optimisation,
+  accumulation, checkpointing, logging and progress. Optional hooks (setup, trainable, after_epoch, ...) have
+  do-nothing defaults here.
+- `ProceduralMethod`: runs its own procedure (editing, iterative rounds) in `apply(ctx)`.
+
+Both inherit `Method`'s declarations, which the orchestration reads instead of probing attributes: `Config`,
+`self_generated`, `required_fields`, `views`, `needs_retain`, `extras()`, `run_info()`. Progress is reported as
+typed `ProgressEvent`s. Methods share code through functions (`losses.py`, `common.py`), never by subclassing
+another method.
+
+Discovery: the first question to `METHODS` imports every module of the `obliviate.methods` package (subpackages
+included), so a new method is one new module; helper modules simply register nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -52,35 +68,77 @@ class TrainConfig(Config):
         return self
 
 
-@dataclass
-class MethodInfo:
-    """What the engine and the CLI need to know about a registered method."""
-
-    name: str
-    cls: type
-    config_cls: type[Config]
-    defaults: dict[str, Any]
-    doc: str
-
-    def make_config(self, values: dict[str, Any] | None = None) -> Config:
-        from obliviate.config import build_config, deep_merge
-
-        return build_config(self.config_cls, deep_merge(self.defaults, values or {}), where=f"method {self.name!r}")
+# ---------------------------------------------------------------------------------------------- progress
 
 
-METHODS: Registry[MethodInfo] = Registry("method")
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report of a running method.
+
+    - kind="step": one optimiser step of the shared loop (`epoch`/`epochs`, `step`/`total` over the whole run,
+      `lr`, `terms` = the step's loss terms); Reveal-and-Release's per-round modules also set `round`/`rounds`.
+    - kind="epoch": an epoch ended (`terms` = its mean loss terms and per-epoch curves); emitted after the
+      epoch's checkpoint is saved.
+    - kind="round": a Reveal-and-Release round ended: `reward`, `n_revealed`, `released`, `probe_nll`, and
+      `terms` with the round's relevance and diversity.
+    - kind="stage": one unit of work of a named stage of a procedure (`stage`, e.g. UniErase's "token" and
+      "edit"), with `step`/`total` over the whole procedure."""
+
+    kind: Literal["step", "epoch", "round", "stage"]
+    step: int | None = None
+    total: int | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    round: int | None = None
+    rounds: int | None = None
+    lr: float | None = None
+    terms: Mapping[str, float] = field(default_factory=dict)
+    stage: str | None = None
+    reward: float | None = None
+    n_revealed: int | None = None
+    released: bool | None = None
+    probe_nll: float | None = None
 
 
-def register_method(name: str, doc: str = "", **defaults: Any) -> Callable[[type], type]:
-    """Register a method class under `name`; `defaults` override its config's defaults (one class can serve
-    variants such as npo / npo_gd / npo_kl)."""
+Progress = Callable[[ProgressEvent], None]
 
-    def deco(cls: type) -> type:
-        first = (doc or cls.__doc__ or "").strip().splitlines()[0]
-        METHODS.add(name, MethodInfo(name, cls, cls.Config, defaults, first))
-        return cls
 
-    return deco
+# ---------------------------------------------------------------------------------------------- the protocol
+
+
+class Method(ABC):
+    """What every method declares. Defaults suit an ordinary method that trains on (question, answer) forget
+    records; override what differs.
+
+    - `Config` (class): the method's frozen config; its docstring cites the paper for every default.
+    - `self_generated` (class): works from target NAMES only and never trains on forget records (forgetting by
+      name accepts only such methods).
+    - `required_fields` (class): QA fields every forget record must have (e.g. ("subject",)).
+    - `views`: the data views the method trains on (forget, retain, forget_idk, or aligned views of its own);
+      may depend on the config, so set it in `__init__` when it does.
+    - `needs_retain`: whether a retain set is required; True when "retain" is a view, override for methods that
+      need retain data otherwise (ICU's analogous samples).
+    - `extras()`: JSON-serialisable results saved beside the model as `<key>.json` (logs, per-round curves).
+    - `run_info()`: facts the run resolved that the manifest must record (choices made at run time: which
+      teacher objective ran, which layer was chosen for "auto")."""
+
+    Config: ClassVar[type[Config]]
+    self_generated: ClassVar[bool] = False
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    views: tuple[str, ...] = ("forget",)
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    @property
+    def needs_retain(self) -> bool:
+        return "retain" in self.views
+
+    def extras(self) -> dict[str, Any]:
+        return {}
+
+    def run_info(self) -> dict[str, Any]:
+        return {}
 
 
 Batch = dict[str, dict[str, torch.Tensor]]  # view name -> {input_ids, attention_mask, labels, index}
@@ -105,18 +163,24 @@ class LossOutput:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-class GradientMethod:
-    """Marker base holding the class attributes the engine reads; methods override them. (Shared behaviour
-    lives in functions, not here.)"""
+class GradientMethod(Method):
+    """A method the shared training loop runs: it supplies `loss`; the hooks below are optional.
+
+    - `reference`: what of θ₀ the loss needs: "none", "logps" (sequence log-probs of `ref_views`, computed once
+      before training) or "model" (a frozen copy for on-the-fly passes).
+    - `ref_views`: views whose reference log-probs are precomputed."""
 
     Config: ClassVar[type[Config]] = TrainConfig
-    views: ClassVar[tuple[str, ...]] = ("forget",)  # data views each batch carries: forget, retain, forget_idk
-    reference: ClassVar[Literal["none", "logps", "model"]] = "none"
-    ref_views: ClassVar[tuple[str, ...]] = ()  # views whose reference sequence log-probs are precomputed
+    reference: Literal["none", "logps", "model"] = "none"
+    ref_views: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.ctx: TrainContext | None = None  # set by the engine before setup()
+
+    @abstractmethod
+    def loss(self, batch: Batch, model, ref) -> LossOutput:
+        """The loss of one (micro-)batch: `batch[view]` holds each view's collated tensors."""
 
     def setup(self, model, ref, views) -> None:
         """Optional: prepare state before training, with the model still equal to θ₀ (e.g. RMU's control vector)."""
@@ -124,9 +188,6 @@ class GradientMethod:
     def trainable(self, model) -> list[torch.nn.Parameter] | None:
         """Optional: restrict the parameters that train (None = all, or the LoRA adapters)."""
         return None
-
-    def loss(self, batch: Batch, model, ref) -> LossOutput:
-        raise NotImplementedError
 
     def after_epoch(self, model, epoch: int, log: dict[str, float]) -> bool:
         """Optional: called after each epoch with its mean loss terms (add to `log` to record more); return True
@@ -146,20 +207,138 @@ class GradientMethod:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Optional: restore what `state_dict` returned."""
 
 
 @dataclass
 class ApplyContext:
-    """What a method with its own procedure (`apply`) receives. `extras` collects what it wants saved next to
-    the model (per-epoch / per-round logs as JSON-serialisable objects, written to `<name>.json`)."""
+    """What a method with its own procedure (`apply`) receives."""
 
     model: Any
     tokenizer: Any
     forget: list[Any]
     retain: list[Any]
     work_dir: Any
-    progress: Callable[[dict[str, Any]], None] | None = None
+    progress: Progress | None = None
     scenario: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
     save_model: Callable[[Any, str], None] | None = None  # save an intermediate model under a name (sequential modes)
+
+
+class ProceduralMethod(Method):
+    """A method with its own procedure (editing, iterative rounds): `apply(ctx)` returns the unlearned model; it
+    may modify `ctx.model` in place. What it wants saved goes through `extras()`, progress through
+    `ctx.progress`."""
+
+    @abstractmethod
+    def apply(self, ctx: ApplyContext) -> Any:
+        """Unlearn and return the model."""
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method: everything the orchestration asks is answered from the class's declarations."""
+
+    name: str
+    cls: type[Method]
+    defaults: Mapping[str, Any]
+    doc: str
+
+    @property
+    def config_cls(self) -> type[Config]:
+        return self.cls.Config
+
+    @property
+    def self_generated(self) -> bool:
+        return self.cls.self_generated
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return self.cls.required_fields
+
+    @property
+    def is_procedural(self) -> bool:
+        return issubclass(self.cls, ProceduralMethod)
+
+    def make_config(self, values: Mapping[str, Any] | None = None) -> Config:
+        from obliviate.config import build_config, deep_merge
+
+        return build_config(self.config_cls, deep_merge(self.defaults, values or {}), where=f"method {self.name!r}")
+
+    def create(self, cfg: Config | None = None) -> Method:
+        """An instance for this config (default: the registered defaults)."""
+        return self.cls(cfg if cfg is not None else self.make_config())
+
+    def needs_retain(self, cfg: Config | None = None) -> bool:
+        """Whether this method, with this config, needs a retain set."""
+        return self.create(cfg).needs_retain
+
+
+class MethodRegistry(Registry[MethodInfo]):
+    """The method registry. The first lookup imports every module of `obliviate.methods` (recursively), so each
+    method registers itself; the order is the modules' (alphabetical), then the order of registration within a
+    module, whatever was imported before."""
+
+    def __init__(self) -> None:
+        super().__init__("method")
+        self._discovered = False
+
+    def discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True  # set first: a module that asks the registry while being imported must not recurse
+        try:  # the modules beside this one: base.py lives in the methods package it discovers
+            package = __name__.rsplit(".", 1)[0]
+            modules = [m.name for m in pkgutil.walk_packages([str(Path(__file__).parent)], package + ".")]
+            for name in modules:
+                importlib.import_module(name)
+        except BaseException:
+            self._discovered = False  # a broken module is reported again on the next lookup, not hidden
+            raise
+        rank = {m: i for i, m in enumerate(modules)}
+        seq = {n: i for i, n in enumerate(self._items)}
+        self._items = dict(sorted(self._items.items(),
+                                  key=lambda kv: (rank.get(kv[1].cls.__module__, len(rank)), seq[kv[0]])))
+
+    def get(self, name: str) -> MethodInfo:
+        self.discover()
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        self.discover()
+        return super().names()
+
+    def items(self) -> Iterator[tuple[str, MethodInfo]]:
+        self.discover()
+        return super().items()
+
+    def __contains__(self, name: object) -> bool:
+        self.discover()
+        return super().__contains__(name)
+
+    def __len__(self) -> int:
+        self.discover()
+        return super().__len__()
+
+
+METHODS = MethodRegistry()
+
+
+def register_method(name: str, doc: str = "", **defaults: Any) -> Callable[[type], type]:
+    """Register a method class under `name`; `defaults` override its config's defaults (one class can serve
+    variants such as npo / npo_gd / npo_kl)."""
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, (GradientMethod, ProceduralMethod))):
+            raise TypeError(f"method {name!r}: {cls!r} must subclass GradientMethod or ProceduralMethod "
+                            f"(obliviate.methods.base)")
+        config = getattr(cls, "Config", None)  # declared by the class (gradient methods inherit TrainConfig)
+        if not (isinstance(config, type) and issubclass(config, Config)):
+            raise TypeError(f"method {name!r}: {cls.__name__}.Config must be a Config subclass, got {config!r}")
+        first = next(iter((doc or cls.__doc__ or "").strip().splitlines()), "")
+        METHODS.add(name, MethodInfo(name, cls, dict(defaults), first))
+        return cls
+
+    return deco

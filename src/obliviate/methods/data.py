@@ -15,7 +15,7 @@ import torch
 from obliviate.data.records import QA
 from obliviate.data.refusals import GENERIC_REFUSALS, REFUSALS
 from obliviate.data.templates import Encoded, Formatter
-from obliviate.eval.passes import pad_batch
+from obliviate.utils.tensors import pad_batch
 
 
 def idk_answer(record: QA, index: int) -> str:

@@ -20,12 +20,11 @@ import torch
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
 from obliviate.errors import ConfigError, ResourceError
-from obliviate.methods.base import Batch, GradientMethod, TrainConfig, TrainContext
+from obliviate.methods.base import Batch, GradientMethod, Progress, ProgressEvent, TrainConfig, TrainContext
 from obliviate.methods.data import Views, epoch_plan, split_step
 from obliviate.methods.losses import sequence_logps
 
 log = logging.getLogger(__name__)
-Progress = Callable[[dict[str, Any]], None]
 
 
 class Reference:
@@ -197,15 +196,19 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
             for key, v in terms_acc.items():
                 sums[key] = sums.get(key, 0.0) + v
             if progress:
-                progress({"epoch": epoch + 1, "epochs": cfg.epochs, "step": state.step, "total": total,
-                          "lr": sched.get_last_lr()[0], **terms_acc})
+                progress(ProgressEvent("step", step=state.step, total=total, epoch=epoch + 1, epochs=cfg.epochs,
+                                       lr=sched.get_last_lr()[0], terms=terms_acc))
         n_steps = max(1, len(mine))
         record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
-        record.update(track_nll(acc.unwrap_model(model), views, micro, device))
+        record.update(track_nll(acc.unwrap_model(model), views, micro))
         stop = method.after_epoch(acc.unwrap_model(model), epoch + 1, record)
         state.history.append(record)
         state.epoch = epoch + 1
         _save_checkpoint(acc, ckpt, state, method.state_dict())
+        if progress:  # after the checkpoint: a consumer that stops the run here loses nothing
+            progress(ProgressEvent("epoch", step=state.step, total=total, epoch=epoch + 1, epochs=cfg.epochs,
+                                   terms={k: float(v) for k, v in record.items()
+                                          if k != "epoch" and isinstance(v, (int, float))}))
         if stop:
             break
     return acc.unwrap_model(model), state
@@ -217,29 +220,14 @@ def _maybe_no_sync(acc, model, sync: bool):
     return contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(model)
 
 
-@torch.no_grad()
-def track_nll(model, views: Views, batch_size: int, device, cap: int = 64) -> dict[str, float]:
-    """Mean answer NLL on (up to `cap` items of) the forget and retain views: cheap per-epoch curves."""
-    from obliviate.methods.losses import nll_loss
+def track_nll(model, views: Views, batch_size: int, cap: int = 64) -> dict[str, float]:
+    """Answer NLL on (up to `cap` items of) the forget and retain views, token mean (every answer token of the
+    items weighs the same): cheap per-epoch curves."""
+    from obliviate.eval.passes import answer_nll
 
-    was = model.training
-    model.eval()
-    out = {}
-    for v in ("forget", "retain"):
-        enc = views.encoded.get(v)
-        if not enc:
-            continue
-        idx = list(range(min(cap, len(enc))))
-        total, count = 0.0, 0
-        for s in range(0, len(idx), batch_size):
-            b = views.collate(v, idx[s:s + batch_size])
-            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-            n = int((b["labels"][:, 1:] != -100).sum())
-            total += float(nll_loss(logits, b["labels"].to(device))) * n
-            count += n
-        out[f"{v}_nll_eval"] = total / max(count, 1)
-    model.train(was)
-    return out
+    return {f"{v}_nll_eval": float(answer_nll(model, views.encoded[v][:cap], "token_mean", pad_id=views.pad_id,
+                                              batch_size=batch_size))
+            for v in ("forget", "retain") if views.encoded.get(v)}
 
 
 def _save_checkpoint(acc, ckpt: Path, state: TrainState, method_state: dict[str, Any]) -> None:

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 class ICUConfig(TrainConfig):
     """`L = −NLL(x_f) + α·NLL(x_a) + β·CE(p₀ ‖ p_θ on x_a)`, refinement after every epoch.
 
-    Paper settings: Adam lr 5e-6, batch 8, GPT-Neo; ~20–30 epochs on average (`epochs` is the maximum).
-    - `alpha` α (0.5): NLL weight on the analogous samples; `beta` β (1.0): cross-entropy to θ₀ on them.
+    Paper settings (GPT-Neo 125M–2.7B): Adam, lr 5e-6, batch 8; ~20–30 epochs on average.
+    - `lr` (5e-6), `batch_size` (8) [paper]; `weight_decay` (0: the paper's optimiser is Adam, i.e. AdamW
+      without decay); `epochs` (30): the maximum, refinement and KUMPR stop earlier [paper: 20–30 on average].
+    - `alpha` α (0.5): NLL weight on the analogous samples; `beta` β (1.0): cross-entropy to θ₀ on them [paper].
     - `embedder`: how analogous samples are found — auto (MiniLM when the offline package is installed, else
       TF-IDF) | minilm | tfidf; nearest neighbour by cosine in the retain pool (the official code: top-1 by
-      sentence-embedding distance among non-forget docs). Recorded in the history.
+      sentence-embedding distance among non-forget docs). The embedder used is recorded in the manifest.
     - `rouge_threshold`, `bleu_threshold`: a sample counts as forgotten when its greedy answer's ROUGE-L recall
       is below the first OR its BLEU below the second [ours: ROUGE-L replaces BERTScore-F1 < 0.3, whose model
       is not available offline; BLEU < 0.01 as the official code]; `criterion` any | all of the two.
@@ -42,6 +44,7 @@ class ICUConfig(TrainConfig):
     lr: float = Field(5e-6, gt=0)
     batch_size: int = Field(8, ge=1)
     epochs: int = Field(30, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
     alpha: float = Field(0.5, ge=0)
     beta: float = Field(1.0, ge=0)
     embedder: Literal["auto", "minilm", "tfidf"] = "auto"
@@ -65,6 +68,13 @@ class ICU(GradientMethod):
         self.removed: dict[str, int] = {}  # forget item id -> epoch it left training
         self.partners: list[int] = []
         self.backend = ""
+
+    @property
+    def needs_retain(self) -> bool:
+        return True  # the analogous samples are drawn from the retain pool
+
+    def run_info(self) -> dict[str, Any]:
+        return {"icu": {"embedder": self.backend}} if self.backend else {}
 
     # ----------------------------------------------------------------------------------------- data
 

@@ -1,5 +1,5 @@
 """Reveal-and-Release — iterative unlearning with self-generated data (Xie et al., EMNLP Findings 2025,
-arXiv 2509.14624; METHODS.md §4), and forgetting by name (`forget_by_name`).
+arXiv 2509.14624; METHODS.md §4); `obliviate forget --target NAME` runs it (obliviate.runs.forget).
 
 The forget data is never read: only the target NAMES (the forget records' `subject`) enter the method. Each round
   REVEAL   a bandit over an instruction pool (data/instructions.py) picks questions about the targets; the model
@@ -13,11 +13,11 @@ until the round's reward falls below `min_reward`, the utility probe rises more 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -28,8 +28,9 @@ from obliviate.config import Config
 from obliviate.data.instructions import Instruction, instruction_pool
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
-from obliviate.errors import ConfigError, DataError
-from obliviate.methods.base import METHODS, ApplyContext, LoraSpec, TrainConfig, register_method
+from obliviate.errors import DataError
+from obliviate.methods.base import (ApplyContext, LoraSpec, ProceduralMethod, Progress, ProgressEvent, TrainConfig,
+                                    register_method)
 from obliviate.methods.reveal.bandit import UCB1, NeuralUCB
 from obliviate.methods.reveal.data import forget_examples, mean_answer_nll, neutral_records, split_probe
 from obliviate.methods.reveal.release import PrevA, ReleaseConfig, scale_lora_b, train_module
@@ -62,8 +63,9 @@ class NeuralSpec(Config):
 class ReRelConfig(TrainConfig):
     """Reveal-and-Release (METHODS.md §4). The paper's body is not public: every field below where it is silent is
     ours, with the reason in its description. The training fields (lr, epochs, batch_size, ...) are those of EACH
-    round's LoRA module. Defaults were tuned on the synthetic world (3.7M-parameter Llama trained from scratch),
-    given only the 4 forget names: see the issue-6 report for the numbers.
+    round's LoRA module. Defaults are general; where the reason cites the synthetic world (3.7M-parameter Llama
+    trained from scratch, given only the 4 forget names) it is the only evidence there is and the value is not
+    tied to scale. Scale-bound values measured there (lr, retain_weight) are in `obliviate.bench.presets`.
 
     Each round: REVEAL (bandit-chosen instructions, scored; the kept arms' filtered answers form D_f^(t)), then
     RELEASE (a LoRA module on D_f^(t) with NPO/GA/GradDiff + retain term + O-LoRA penalty, merged). Rounds stop
@@ -77,8 +79,8 @@ class ReRelConfig(TrainConfig):
     keeps it refusing them and answering general prompts as before — it does NOT protect other people's facts,
     and a probe on it does not see that damage; give `keep_names` or a retain set for that."""
 
-    lr: float = Field(1e-3, gt=0, description="LoRA lr of each module (1e-3: 3e-4 barely moved the synthetic "
-                                                "target; 2e-3 without a retain set collapsed it)")
+    lr: float = Field(2e-4, gt=0, description="LoRA lr of each module [ours: QLoRA's lr for 7B–13B models; the "
+                                                "tiny models need 1e-3 (bench presets)]")
     epochs: int = Field(4, ge=1, description="epochs over each round's self-generated set")
     batch_size: int = Field(8, ge=1)
     warmup_epochs: float = Field(0.0, ge=0, description="no warm-up: each module trains for a few dozen steps")
@@ -138,8 +140,8 @@ class ReRelConfig(TrainConfig):
                             "else self (synthetic, with the retain set, lr 2e-3: MU 0.87 with both vs 0.79 given only "
                             "— the neutral part keeps general answers from drifting)")
     retain_loss: Literal["nll", "kl"] = "nll"
-    retain_weight: float = Field(10.0, ge=0, description="λ_r (synthetic, with a retain set: forget ROUGE-L 0.57 "
-                                                          "at retain ROUGE-L 0.92 with 10, at 0.75 with 1)")
+    retain_weight: float = Field(1.0, ge=0, description="λ_r [ours: the field's usual retain weight, as GradDiff "
+                                                         "and NPO+GD; the tiny models use 10 (bench presets)]")
     retain_epochs: int = Field(2, ge=1)
     cross_pairs: int = Field(4, ge=0, description="each revealed answer is also paired with this many other "
                                                   "instructions about the same target (see _forget_examples)")
@@ -231,15 +233,23 @@ def _merge(prev: PrevA, new: dict[str, torch.Tensor]) -> None:
 
 @register_method("reveal_release", doc="Reveal-and-Release: forget by name with self-generated data and O-LoRA "
                                        "rounds (Xie et al. 2025).")
-class RevealRelease:
+class RevealRelease(ProceduralMethod):
     """Needs only the targets' names; see the module docstring and ReRelConfig."""
 
     Config = ReRelConfig
     required_fields = ("subject",)
-    self_generated = True  # forget_by_name accepts it: it never trains on the forget records
+    self_generated = True  # forgetting by name accepts it: it never trains on the forget records
+    views = ()  # reads only the forget records' names; its training data is self-generated
 
     def __init__(self, cfg: ReRelConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
+        self.cfg: ReRelConfig = cfg
+        self._extras: dict[str, Any] = {}
+
+    def extras(self) -> dict[str, Any]:
+        """`reveal_release` (per-round scores and counts, the stop reason, the probe) and, with keep_revealed,
+        `revealed` (the revealed text)."""
+        return self._extras
 
     def apply(self, ctx: ApplyContext):
         cfg = self.cfg
@@ -290,7 +300,7 @@ class RevealRelease:
             if reward < cfg.min_reward or not cands:
                 stop = "reward" if reward < cfg.min_reward else "nothing_revealed"
                 entry.update({"released": False, "probe_nll": _last_probe(rounds, probe0)})
-                _report(ctx, entry)
+                _report(ctx.progress, entry, cfg.max_rounds)
                 break
             if cfg.keep_revealed:
                 revealed += [{"round": t, "target": c.target, "instruction": pool[c.arm].id, "prompt": c.prompt,
@@ -300,20 +310,20 @@ class RevealRelease:
                                                           probe0, prev, t)
             entry.update({"released": scale > 0, "scale": scale, "probe_nll": probe_nll,
                           "probe_increase": probe_nll - probe0, "train": hist})
-            _report(ctx, entry)
+            _report(ctx.progress, entry, cfg.max_rounds)
             if scale < 1 or probe_nll - probe0 > cfg.max_probe_increase:
                 stop = "utility"
                 break
 
-        ctx.extras["reveal_release"] = {
+        self._extras = {"reveal_release": {
             "targets": targets, "rounds": rounds, "rounds_released": sum(bool(r.get("released")) for r in rounds),
             "stop": stop, "probe": {"source": source, "n": len(probe), "held_out": held_out, "start_nll": probe0},
             "retain_source": source if cfg.retain != "none" else "none",
             "instructions": len(pool),
             "bandit_means": {pool[i].id: round(float(m), 4) for i, m in enumerate(bandit.means()) if np.isfinite(m)},
-        }
+        }}
         if cfg.keep_revealed:
-            ctx.extras["revealed"] = revealed
+            self._extras["revealed"] = revealed
         return model
 
     def _release(self, ctx, cfg: ReRelConfig, model, tok, fmt, forget_t: list[QA], retain: list[QA], probe: list[QA],
@@ -325,7 +335,7 @@ class RevealRelease:
         _note("forget", forget_t)
         _note("retain", retain if cfg.retain == "term" or cfg.loss == "graddiff" else [])
         peft_model, new_a, hist = train_module(_release_cfg(cfg, t), prev, model, tok, forget_t, retain,
-                                               work / "forget", _round_progress(ctx, t))
+                                               work / "forget", _round_progress(ctx.progress, t, cfg.max_rounds))
         scale, probe_nll = 1.0, mean_answer_nll(peft_model, tok, fmt, probe)
         budget = probe0 + cfg.max_probe_increase
         if probe_nll > budget and cfg.on_utility_stop == "shrink":
@@ -345,7 +355,7 @@ class RevealRelease:
             _note("retain", retain)
             rcfg = _release_cfg(cfg, t, loss="retain_nll", retain_term="none", epochs=cfg.retain_epochs)
             peft_model, new_a, rhist = train_module(rcfg, prev, model, tok, retain, [], work / "retain",
-                                                    _round_progress(ctx, t))
+                                                    _round_progress(ctx.progress, t, cfg.max_rounds))
             model = peft_model.merge_and_unload()
             _merge(prev, new_a)
             probe_nll = mean_answer_nll(model, tok, fmt, probe)
@@ -363,16 +373,17 @@ def _last_probe(rounds: list[dict[str, Any]], probe0: float) -> float:
     return done[-1] if done else probe0
 
 
-def _report(ctx: ApplyContext, entry: dict[str, Any]) -> None:
-    """The round's log line to the progress callback (scores and counts, never text)."""
-    if ctx.progress:
-        ctx.progress({k: v for k, v in entry.items() if isinstance(v, (int, float, str))})
+def _report(progress: Progress | None, entry: dict[str, Any], rounds: int) -> None:
+    """The round's event (scores and counts, never text)."""
+    if progress:
+        progress(ProgressEvent("round", round=entry["round"], rounds=rounds, reward=entry["reward"],
+                               n_revealed=entry["n_revealed"], released=bool(entry["released"]),
+                               probe_nll=entry["probe_nll"],
+                               terms={"relevance": entry["relevance"], "diversity": entry["diversity"]}))
 
 
-def _round_progress(ctx: ApplyContext, t: int):
-    if ctx.progress is None:
+def _round_progress(progress: Progress | None, t: int, rounds: int) -> Progress | None:
+    """The round's modules' training events, marked with the round."""
+    if progress is None:
         return None
-    return lambda info: ctx.progress({**info, "round": t})  # type: ignore[misc]
-
-
-# ------------------------------------------------------------------------------------------ forget by name
+    return lambda ev: progress(replace(ev, round=t, rounds=rounds))

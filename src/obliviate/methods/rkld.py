@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -67,6 +67,8 @@ class RKLD(GradientMethod):
         super().__init__(cfg)
         self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
         self.reference = "model" if cfg.retain == "kl" else "none"
+        self.mode: str | None = None  # on_the_fly | precomputed, chosen in setup()
+        self.k: int | None = None  # top-k of the precomputed teacher (None = the full vocabulary)
 
     def setup(self, model, ref, views) -> None:
         """Build θ_aug, then either keep θ₀/θ_aug frozen or precompute the teacher once (chosen by memory)."""
@@ -82,7 +84,7 @@ class RKLD(GradientMethod):
         k = None if k is None or k >= vocab else k
         pre_bytes = n_tokens * (vocab * 4 if k is None else k * 12 + 4)
         mode = cfg.teacher if cfg.teacher != "auto" else ("precomputed" if pre_bytes <= fly_bytes else "on_the_fly")
-        self.mode, self.k = mode, k
+        self.mode, self.k = mode, (k if mode == "precomputed" else None)  # on the fly is always exact
         log.info("RKLD teacher: %s%s (%.1f MB precomputed vs %.1f MB for two frozen models)", mode,
                  "" if mode == "on_the_fly" else f", {'full vocabulary' if k is None else f'top-{k}'}",
                  pre_bytes / 2**20, fly_bytes / 2**20)
@@ -111,6 +113,14 @@ class RKLD(GradientMethod):
                 else:
                     table.append(tuple(x.cpu() for x in topk_teacher(rows, self.k)))
         return table
+
+    def run_info(self) -> dict[str, Any]:
+        """Which teacher objective ran: the exact full-vocabulary KL (on the fly, or precomputed without top-k) or
+        the top-k lower bound (teacher compressed to k tokens + one bucket), and how the teacher was held."""
+        if self.mode is None:
+            return {}
+        return {"rkld_teacher": {"mode": self.mode, "objective": "exact" if self.k is None else "topk_lower_bound",
+                                 "topk": self.k}}
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: RKLDConfig = self.cfg  # type: ignore[assignment]

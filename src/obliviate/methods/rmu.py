@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 
@@ -17,13 +19,16 @@ class RMUConfig(TrainConfig):
     retain activations equal to the frozen model's: `MSE(h_ℓ(x_f), c·u) + α·MSE(h_ℓ(x_r), h₀_ℓ(x_r))`; only a few
     layers' MLP down-projections train (the paper: layers ℓ−2..ℓ, down-projection only).
 
-    - `layer` ℓ: index of the decoder layer whose OUTPUT is steered (default: the middle layer, None).
+    - `layer` ℓ: index of the decoder layer whose OUTPUT is steered. None = the paper's layer 7 of Zephyr-7B's
+      32, scaled to the model's depth (`default_layer`).
     - `steering_coeff` c: norm of the control vector. None = [ours] 4 × the mean activation norm of the forget
       answer tokens at ℓ under θ₀ — the paper's c = 6.5 was tuned to Zephyr-7B's activation scale, which a
-      tiny model does not share.
-    - `alpha` α: retain weight (the paper: 1200 for Zephyr; scale-dependent like c) [default 100 here].
-    - `update_layers`: decoder layers whose `update_modules` train (default: ℓ−2..ℓ).
-    - `update_modules`: module-name suffixes that train within those layers (default: mlp.down_proj)."""
+      tiny model does not share. The value used is recorded in the manifest (`run_info`).
+    - `alpha` α: retain weight (100, the official code's default; the paper used 1200 for Zephyr, scale-dependent
+      like c).
+    - `lr` (5e-5, the paper's).
+    - `update_layers`: decoder layers whose `update_modules` train (default: ℓ−2..ℓ, the paper's 5, 6, 7).
+    - `update_modules`: module-name suffixes that train within those layers (default: mlp.down_proj, the paper's)."""
 
     layer: int | None = None
     steering_coeff: float | None = Field(None, gt=0)
@@ -33,20 +38,33 @@ class RMUConfig(TrainConfig):
     lr: float = Field(5e-5, gt=0)
 
 
+def default_layer(n_layers: int) -> int:
+    """The paper's steered layer, 7 of Zephyr-7B's 32, at the same relative depth of an `n_layers` model."""
+    return min(n_layers - 1, n_layers * 7 // 32)
+
+
 @register_method("rmu", doc="Steer forget activations at one layer to a random direction; keep retain activations.")
 class RMU(GradientMethod):
     Config = RMUConfig
     views = ("forget", "retain")
     reference = "model"
 
+    def __init__(self, cfg: RMUConfig) -> None:
+        super().__init__(cfg)
+        self.layer = -1  # resolved in setup(), with the model's depth known
+        self.update_layers: list[int] = []
+        self.coeff: float | None = None
+        self.params: list[torch.nn.Parameter] = []
+
     def setup(self, model, ref, views) -> None:
         cfg: RMUConfig = self.cfg  # type: ignore[assignment]
         layers = decoder_layers(model)
         n = len(layers)
-        self.layer = n // 2 if cfg.layer is None else cfg.layer
+        self.layer = default_layer(n) if cfg.layer is None else cfg.layer
         if not 0 <= self.layer < n:
             raise ConfigError(f"rmu layer={cfg.layer} is out of range: the model has {n} decoder layers (0..{n - 1})")
         upd = cfg.update_layers if cfg.update_layers is not None else list(range(max(0, self.layer - 2), self.layer + 1))
+        self.update_layers = upd
         bad = [i for i in upd if not 0 <= i < n]
         if bad:
             raise ConfigError(f"rmu update_layers {bad} out of range 0..{n - 1}")
@@ -82,6 +100,12 @@ class RMU(GradientMethod):
 
     def trainable(self, model):
         return self.params or None
+
+    def run_info(self) -> dict[str, Any]:
+        """The layer, update layers and steering coefficient actually used (the config may leave them to RMU)."""
+        if self.coeff is None:
+            return {}
+        return {"rmu": {"layer": self.layer, "update_layers": self.update_layers, "steering_coeff": self.coeff}}
 
     def _layer_out(self, root, run) -> torch.Tensor:
         """The OUTPUT of decoder layer ℓ, captured with a forward hook (hidden_states[ℓ+1] would be the final

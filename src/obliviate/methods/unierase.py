@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from obliviate.config import Config
 from obliviate.data.records import QA
@@ -25,10 +25,11 @@ from obliviate.data.templates import IGNORE_INDEX, Formatter
 from obliviate.edit import EditConfig, EditPrompt, EditRequest, Editor, key_second_moments, locate
 from obliviate.edit.anatomy import decoder_layers, down_proj
 from obliviate.errors import ConfigError, DataError
-from obliviate.eval.passes import generate_pass, model_device, pad_batch
-from obliviate.methods.base import ApplyContext, register_method
+from obliviate.eval.passes import answer_nll, generate_pass
+from obliviate.methods.base import ApplyContext, ProceduralMethod, ProgressEvent, register_method
 from obliviate.methods.data import idk_answer
 from obliviate.models.loading import fingerprint
+from obliviate.utils.tensors import model_device, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +38,23 @@ log = logging.getLogger(__name__)
 CONTEXT_PREFIXES = ("", "Tell me. ", "I wonder. ", "Please answer. ", "A question: ")
 
 
-# [ours] The edit settings UniErase uses: AlphaEdit's (EditConfig's defaults) except three that are scale-bound.
-# At hidden size 256 the residual stream's norm is ~100 and the keys' null-space components are ~1, so with
-# AlphaEdit's Llama-3-8B values (v_lr 0.1, ‖δ‖ ≤ 0.75‖h‖, λ = 10) the edit reached 5–10% of forget prompts on the
-# synthetic target. v_lr 0.5 and ‖δ‖ ≤ 4‖h‖ are MEMIT's official GPT-J values; λ = 1 lets the update realise ~60%
-# of the residual instead of ~25% (measured on the synthetic target, layers 0–1).
-EDIT_DEFAULTS = EditConfig(v_lr=0.5, clamp_norm_factor=4.0, l2=1.0)
-
-
 class UniEraseConfig(Config):
-    """UniErase (Yu et al. 2025). Paper settings (Llama-3.1-8B): Stage I 5 epochs at lr 1e-3, then 3 at 1e-4, on
-    raw and chat-template text, then 2 robustness epochs per edit layer; Stage II edits layers 4–8 of 32 with
-    AlphaEdit's hyper-parameters, keys at the subject's last token.
+    """UniErase (Yu et al. 2025). Defaults are the paper's and its code's (Llama-3.1-8B; `train_UNL.py` for
+    Stage I, AlphaEdit's hyper-parameters for Stage II); the settings the built-in tiny models need are in
+    `obliviate.bench.presets` (per scale), with the measurements behind them.
 
     Stage I (the unlearning token):
-    - `token_schedule`: (epochs, lr) phases of Adam on the token's row(s) [paper: (5, 1e-3), (3, 1e-4)]. The
-      default (15, 5e-2), (5, 5e-3) is [ours]: on the synthetic target (hidden 256) the paper's schedule moved
-      the token's NLL only from 6.1 to 5.2 (refusals after [UNL]: 10%); with this one it plateaus (~1.2) by
-      epoch 13 of the first phase.
-    - `robust_epochs`: robustness epochs per edit layer (2, paper); `robust_lr` (None = the last phase's lr).
+    - `token_schedule`: (epochs, lr) phases of Adam on the token's row(s) [paper: (5, 1e-3), (3, 1e-4)].
+    - `robust_epochs`: robustness epochs per edit layer [paper: 2]; `robust_lr` (None = the last phase's lr, as
+      the code's 1e-4).
     - `noise_clip`: the Gaussian noise (std = mean |W| of the down-projection) is clipped to ± noise_clip · std
-      [ours: the paper clips without stating the bound].
-    - `token_questions`: the questions that teach the token: the forget set (default) or forget + retain (tried:
-      no better at tiny scale, five times slower).
+      [code: clamp(noise, −std, std), i.e. 1].
+    - `token_questions`: the questions that teach the token: the forget set [code] or forget + retain.
     - `token_formats`: "template" (the evaluation prompt) and/or "raw" (the bare question) [paper: raw + chat
-      template]. Default template only [ours]: every prompt here is templated, and on the synthetic target adding
-      raw text halved the refusals after [UNL] (15% vs 33%) for twice the time.
-    - `token_negatives` [ours]: retain items (question → true answer) added to Stage I; only the token's row
-      trains on them, so its (tied) output row learns not to be emitted after ordinary answers. Without them the
-      synthetic target emitted [UNL] in 54 of 60 retain answers after Stage I; with 80, in 1.
-    - `token_batch_size`: sequences per Adam step (8).
+      template].
+    - `token_negatives` [ours; 0 = the paper]: retain items (question → true answer) added to Stage I; only the
+      token's row trains on them, so its (tied) output row learns not to be emitted after ordinary answers.
+    - `token_batch_size`: sequences per Adam step [code: 16].
 
     Stage II (the unlearning edit):
     - `layers`: decoder layers whose MLP down-projections are edited (None = the paper's band, 4–8 of 32, scaled
@@ -74,12 +62,12 @@ class UniEraseConfig(Config):
     - `subject`: the person or key phrase of each request. "field": the record's `subject` (an error if missing);
       "name": the name found in the questions (per group the recurring one, else the longest); "auto": field,
       else name, else the question's last word.
-    - `key_position`: where keys are read and δ is added. "subject_last" (paper) or "prompt_last" (MEMIT's
+    - `key_position`: where keys are read and δ is added. "subject_last" [paper] or "prompt_last" (MEMIT's
       "last" strategy). "auto" = subject_last on models with >= 8 decoder layers (a guess: only 2, 4 and the
       paper's 32 were seen), else prompt_last [ours]: on the 4-layer synthetic target no residual at the subject
       token (any of layers 0–2, ‖δ‖ up to 3‖h‖, 100 steps) made [UNL] the next token (NLL stayed 6–17 nats for
       most questions), since the first answer token of such a model is set by the question's wording, not by
-      the subject.
+      the subject. The position used is recorded in the manifest (`run_info`).
     - `context_prefixes`: prefixes written before the question; keys are averaged over them and δ must work under
       each (MEMIT's context templates; fixed strings here instead of model samples [ours], for determinism).
     - `mode`: "batch" (all forget questions in one edit), "sequential" (`n_requests` equal requests one after
@@ -87,22 +75,21 @@ class UniEraseConfig(Config):
       an index or an id).
     - `probe_tokens`, `probe_retain`: sequential mode's per-request probe: greedy answers of this many tokens to
       the forget questions edited so far (refusal share), and the answer NLL of this many retain items.
-    - `edit`: the locate-then-edit settings (EditConfig), AlphaEdit's except v_lr 0.5, clamp_norm_factor 4 and
-      l2 1 (see EDIT_DEFAULTS).
+    - `edit`: the locate-then-edit settings (EditConfig): AlphaEdit's [code], which UniErase's code reuses.
     - `template`, `max_length`, `seed`: prompt format, token limit, seed of the token's initialisation, data
       order and noise."""
 
-    token_schedule: list[tuple[int, float]] = [(15, 5e-2), (5, 5e-3)]
+    token_schedule: list[tuple[int, float]] = [(5, 1e-3), (3, 1e-4)]
     robust_epochs: int = Field(2, ge=0)
     robust_lr: float | None = Field(None, gt=0)
-    noise_clip: float = Field(2.0, gt=0)
+    noise_clip: float = Field(1.0, gt=0)
     token_questions: Literal["forget", "forget_retain"] = "forget"
-    token_formats: list[Literal["template", "raw"]] = ["template"]
-    token_negatives: int = Field(64, ge=0)
-    token_batch_size: int = Field(8, ge=1)
+    token_formats: list[Literal["template", "raw"]] = ["template", "raw"]
+    token_negatives: int = Field(0, ge=0)
+    token_batch_size: int = Field(16, ge=1)
     layers: list[int] | None = None
     subject: Literal["auto", "field", "name"] = "auto"
-    key_position: Literal["auto", "subject_last", "prompt_last"] = "auto"
+    key_position: Literal["auto", "subject_last", "prompt_last"] = "subject_last"
     context_prefixes: list[str] = list(CONTEXT_PREFIXES)
     mode: Literal["batch", "sequential", "precise"] = "batch"
     n_requests: int = Field(10, ge=1)
@@ -110,16 +97,10 @@ class UniEraseConfig(Config):
     save_each: bool = True
     probe_tokens: int = Field(32, ge=1)
     probe_retain: int = Field(32, ge=0)
-    edit: EditConfig = EDIT_DEFAULTS
+    edit: EditConfig = EditConfig()
     template: Literal["auto", "plain", "chat"] = "auto"
     max_length: int = Field(512, ge=16)
     seed: int = 0
-
-    @field_validator("edit", mode="before")
-    @classmethod
-    def _edit_over_defaults(cls, v):
-        """`edit.l2=5` changes l2 and keeps UniErase's other edit defaults (not EditConfig's)."""
-        return {**EDIT_DEFAULTS.model_dump(), **v} if isinstance(v, dict) else v
 
     @model_validator(mode="after")
     def _check(self):
@@ -325,12 +306,23 @@ def build_request(fmt: Formatter, record: QA, subject: str, tid: int, prefixes: 
 
 @register_method("unierase", doc="An unlearning token [UNL] plus null-space edits mapping forget questions to it "
                                  "(Yu et al. 2025).")
-class UniErase:
+class UniErase(ProceduralMethod):
     Config = UniEraseConfig
 
     def __init__(self, cfg: UniEraseConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
+        self.cfg: UniEraseConfig = cfg
         self._progress_state: dict[str, Any] = {"step": 0, "total": 0, "progress": None}
+        self._extras: dict[str, Any] = {}
+        self._run_info: dict[str, Any] = {}
+
+    def extras(self) -> dict[str, Any]:
+        """`unierase` (token, layers, null-space sizes, parameter fractions, Stage I history, per-request edit
+        statistics, wall times) and, in sequential mode, `sequential` (the per-request probe curve)."""
+        return self._extras
+
+    def run_info(self) -> dict[str, Any]:
+        return self._run_info
 
     # -------------------------------------------------------------------------------------- orchestration
 
@@ -379,7 +371,7 @@ class UniErase:
         done: list[int] = []
         for c, idx in enumerate(chunks):
             stats_c = editor.edit([requests[i] for i in idx],
-                                  progress=lambda info: self._tick(2, target_nll=info["target_nll"]))
+                                  on_target=lambda _i, _n, res: self._tick("edit", target_nll=res.nll))
             edit_log += [{"id": forget[i].id, "subject": subjects[i], "request": c + 1, **e}
                          for i, e in zip(idx, stats_c, strict=True)]
             done += idx
@@ -405,17 +397,16 @@ class UniErase:
         log.info("unierase: edited %d down-projection weights in layers %s = %.2f%% of %d parameters (%.2f%% with "
                  "the token's row)", n_edit, layers, 100 * summary["edited_fraction"], n_total,
                  100 * summary["modified_fraction"])
-        ctx.extras["unierase"] = summary
-        if curve:
-            ctx.extras["sequential"] = curve
+        self._extras = {"unierase": summary, **({"sequential": curve} if curve else {})}
+        self._run_info = {"unierase": {"layers": layers, "key_position": key_position, "token": summary["token"]}}
         return model
 
-    def _tick(self, stage: int, **terms: float) -> None:
-        """One unit of progress: a Stage I optimiser step or a Stage II target value."""
+    def _tick(self, stage: str, **terms: float) -> None:
+        """One unit of progress: a Stage I optimiser step ("token") or a Stage II target value ("edit")."""
         st = self._progress_state
         st["step"] += 1
         if st["progress"]:
-            st["progress"]({"epoch": stage, "epochs": 2, "step": st["step"], "total": st["total"], **terms})
+            st["progress"](ProgressEvent("stage", stage=stage, step=st["step"], total=st["total"], terms=terms))
 
     # -------------------------------------------------------------------------------------- pieces
 
@@ -464,7 +455,7 @@ class UniErase:
         for m in _token_matrices(model):
             m.requires_grad_(True)  # gradients reach the matrix; _RowTrainer keeps only the token's row
         trainer = _RowTrainer(model, tid, fmt.tok.pad_token_id)
-        on_step = lambda loss: self._tick(1, token_nll=loss)  # noqa: E731
+        on_step = lambda loss: self._tick("token", token_nll=loss)  # noqa: E731
         history: list[dict[str, Any]] = []
         try:
             for phase, (epochs, lr) in enumerate(cfg.token_schedule):
@@ -504,7 +495,9 @@ class UniErase:
                "forget_first_token_unl": sum(bool(o) and o[0] == tid for o in outs) / len(outs)}
         items = retain[:cfg.probe_retain]
         if items:
-            res["retain_nll"] = answer_nll(model, fmt, items)
+            # token mean over the items' answer tokens (answer + EOS), as before the model-pass service
+            res["retain_nll"] = float(answer_nll(model, fmt.encode_qa(items), "token_mean", pad_id=fmt.tok.pad_token_id,
+                                                 batch_size=16))
         return res
 
     def _save(self, ctx: ApplyContext, model, tok, name: str) -> str:
@@ -518,24 +511,3 @@ class UniErase:
         model.save_pretrained(path, safe_serialization=True)
         tok.save_pretrained(path)
         return str(path)
-
-
-@torch.no_grad()
-def answer_nll(model, fmt: Formatter, records: list[QA], batch_size: int = 16) -> float:
-    """Mean per-token answer NLL (answer + EOS) of `records` under the formatter's prompts."""
-    from obliviate.methods.losses import nll_loss
-
-    was = model.training
-    model.eval()
-    dev = model_device(model)
-    encs = fmt.encode_qa(records)
-    total, count = 0.0, 0
-    for s in range(0, len(encs), batch_size):
-        b = encs[s:s + batch_size]
-        ids, mask, labels = pad_batch([e.input_ids for e in b], fmt.tok.pad_token_id, labels=[e.labels for e in b])
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
-        n = int((labels[:, 1:] != IGNORE_INDEX).sum())
-        total += float(nll_loss(logits, labels.to(dev))) * n
-        count += n
-    model.train(was)
-    return total / max(count, 1)

@@ -25,10 +25,11 @@ from obliviate.config import Config, build_config, deep_merge
 from obliviate.data.records import Split
 from obliviate.data.scenarios import Scenario, get_scenario
 from obliviate.data.templates import Formatter
-from obliviate.eval.passes import pad_batch
+from obliviate.eval.passes import answer_nll
 from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_tokenizer
 from obliviate.utils.hashing import stable_hash
 from obliviate.utils.io import atomic_dir, atomic_write_json, cache_root, check_output_dir, read_json
+from obliviate.utils.tensors import pad_batch
 
 log = logging.getLogger(__name__)
 BUILD_FORMAT = 1  # bump when the recipe changes in a way that invalidates cached builds
@@ -221,7 +222,7 @@ def train_model(split: Split, tokenizer, cfg: BuildConfig, out: Path, name: str 
                                           labels=[enc[i].labels for i in idx])
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, spec)
-            loss = answer_nll(model, ids, mask, labels)
+            loss = answer_nll(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, "token_mean")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
             opt.step()
@@ -238,13 +239,3 @@ def train_model(split: Split, tokenizer, cfg: BuildConfig, out: Path, name: str 
     tokenizer.save_pretrained(out)
     return {"params": n_params(model), "steps": step, "final_loss": round(loss_val, 4), "train_time_s": round(wall, 1),
             "tokens_per_s": round(tokens / max(wall, 1e-9)), "records": len(split)}
-
-
-def answer_nll(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL of the answer tokens, applying the LM head to answer positions only (the head is a large share
-    of a tiny model's compute and the prompt positions carry no loss)."""
-    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]  # (B, T-1, H)
-    target = labels[:, 1:]
-    keep = target != -100
-    logits = model.lm_head(hidden[keep])  # (N, V)
-    return torch.nn.functional.cross_entropy(logits.float(), target[keep])

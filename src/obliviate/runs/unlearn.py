@@ -19,8 +19,9 @@ import torch
 from obliviate.config import Config
 from obliviate.data.records import QA, Split, load_split, overlap_count
 from obliviate.errors import ConfigError, DataError, ObliviateError
-from obliviate.methods.base import METHODS, ApplyContext, GradientMethod, MethodInfo
-from obliviate.methods.engine import Progress, train
+from obliviate.methods.base import (METHODS, ApplyContext, GradientMethod, MethodInfo, ProceduralMethod, Progress,
+                                    TrainConfig)
+from obliviate.methods.engine import train
 from obliviate.models.loading import fingerprint
 from obliviate.runs import ledger
 from obliviate.runs.common import git_revision, load_model, save_model, versions
@@ -73,13 +74,10 @@ def load_forget_retain(forget: str | os.PathLike[str] | Sequence[QA] | None, ret
 def validate_inputs(info: MethodInfo, cfg: Config, forget: list[QA], retain: list[QA]) -> None:
     if not forget:
         raise DataError("the forget set is empty; give a forget file with at least one question/answer record")
-    cls = info.cls
-    views = getattr(info.cls(cfg), "views", ())  # some methods choose their views from the config
-    if "retain" in views and not retain:
+    if info.needs_retain(cfg) and not retain:
         raise DataError(f"method {info.name!r} needs a retain set (it trains on retain data too); pass --retain FILE "
                         f"or --scenario NAME")
-    needed = getattr(cls, "required_fields", ())
-    for f in needed:
+    for f in info.required_fields:
         missing = [r.id for r in forget if not getattr(r, f)]
         if missing:
             raise DataError(f"method {info.name!r} needs field {f!r} on every forget record; {len(missing)} lack it "
@@ -95,27 +93,29 @@ def work_dir_for(out: Path) -> Path:
 
 
 def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA], retain: list[QA], work: Path,
-               progress: Progress | None, scenario=None) -> tuple[Any, dict[str, Any]]:
-    """Run one method; returns the final (merged) model and extras to save (histories, logs)."""
-    method = info.cls(cfg)
-    if hasattr(method, "apply"):
+               progress: Progress | None, scenario=None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Run one method; returns the final (merged) model, the extras to save beside it (histories, logs) and the
+    method's run_info for the manifest."""
+    method = info.create(cfg)
+    if isinstance(method, ProceduralMethod):
         def keep(m, name: str) -> None:  # intermediate models (UniErase's sequential requests) go to out/requests
             if dist.is_main():
                 save_model(m, tokenizer, work / "requests" / name)
 
         ctx = ApplyContext(model, tokenizer, forget, retain, work, progress, scenario, save_model=keep)
         model = method.apply(ctx)
-        return model, ctx.extras
-    assert isinstance(method, GradientMethod)
+        return model, method.extras(), method.run_info()
+    if not isinstance(method, GradientMethod):
+        raise TypeError(f"method {info.name!r}: {type(method).__name__} is neither a GradientMethod nor a "
+                        f"ProceduralMethod")
     model, state = train(method, model, tokenizer, forget, retain, work, progress, scenario=scenario)
-    extras: dict[str, Any] = {"history": state.history}
-    if hasattr(method, "extras"):
-        extras.update(method.extras())
-    if getattr(cfg, "lora", None) is not None:
-        if cfg.lora.keep_adapter:  # type: ignore[attr-defined]
+    extras: dict[str, Any] = {"history": state.history, **method.extras()}
+    lora = cfg.lora if isinstance(cfg, TrainConfig) else None
+    if lora is not None:
+        if lora.keep_adapter:
             model.save_pretrained(work / "final_adapter")
         model = model.merge_and_unload()
-    return model, extras
+    return model, extras, method.run_info()
 
 
 def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out: str | os.PathLike[str],
@@ -150,7 +150,7 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
     reset_peak()
     t0 = time.time()
     try:
-        new_model, extras = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
+        new_model, extras, run_info = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
     except ObliviateError:
         if fresh and dist.is_main():  # a user error found before any progress: leave nothing behind
             shutil.rmtree(work, ignore_errors=True)
@@ -164,6 +164,7 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
         "scenario": getattr(scenario, "name", None), "wall_time_s": round(wall, 2), "peak_memory_bytes": peak_bytes(),
         "device": str(next(new_model.parameters()).device), "host": platform.node(), "processes": dist.world_size(),
         "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_info": run_info,
     }
     if dist.is_main():
         if final.exists():

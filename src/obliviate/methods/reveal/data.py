@@ -6,13 +6,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-import numpy as np
-import torch
-
 from obliviate.data.instructions import NEUTRAL_NAMES, NEUTRAL_PROMPTS, Instruction
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
-from obliviate.eval.passes import logprob_pass
+from obliviate.eval.passes import answer_nll
 from obliviate.methods.reveal.reveal import Candidate, generate
 
 
@@ -56,10 +53,8 @@ def split_probe(retain: list[QA], size: int, seed: int) -> tuple[list[QA], list[
     return ([r for i, r in enumerate(retain) if i in idx], [r for i, r in enumerate(retain) if i not in idx], True)
 
 
-@torch.no_grad()
 def mean_answer_nll(model, tokenizer, fmt: Formatter, records: Sequence[QA], batch_size: int = 32) -> float:
-    """Mean over records of the mean answer-token NLL (the utility probe)."""
-    if not records:
-        return float("nan")
-    stats = logprob_pass(model, fmt.encode_qa(list(records)), tokenizer.pad_token_id, batch_size)
-    return float(np.mean([-s.logps.mean() for s in stats if len(s.logps)]))
+    """The utility probe: mean over records of each record's mean answer-token NLL (answer + EOS), the
+    model-pass service's `sequence_mean`; nan for no records."""
+    return float(answer_nll(model, fmt.encode_qa(list(records)), "sequence_mean", pad_id=tokenizer.pad_token_id,
+                            batch_size=batch_size))

@@ -10,7 +10,7 @@ separate retain module (NLL on the retain data, orthogonal to every earlier modu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 
 from obliviate.data.records import QA
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig
+from obliviate.methods.base import GradientMethod, LossOutput, Progress, TrainConfig
 from obliviate.methods.common import logits_of, num, seq_denom, seq_logps, tok_denom
 from obliviate.methods.losses import ga_loss, kl_loss, nll_loss, npo_loss
 
@@ -102,7 +102,7 @@ class Release(GradientMethod):
 
 
 def train_module(cfg: ReleaseConfig, prev: PrevA, model, tokenizer, forget: Sequence[QA], retain: Sequence[QA],
-                 work_dir: Path, progress: Callable | None = None) -> tuple[object, dict[str, torch.Tensor], list]:
+                 work_dir: Path, progress: Progress | None = None) -> tuple[object, dict[str, torch.Tensor], list]:
     """Train one LoRA module with the shared engine; returns the peft model (adapter attached, not merged), its
     lora_A weights (detached copies, for later rounds' penalty) and the engine's per-epoch history."""
     from obliviate.methods.engine import train

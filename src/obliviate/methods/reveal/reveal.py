@@ -4,8 +4,8 @@ For a pulled instruction i and target name n the model answers the prompt i(n) o
 times with temperature sampling. Per (i, n):
 
 - confidence c = exp(mean log p) of the greedy answer's tokens under the model itself (its certainty);
-- agreement  a = mean word-level ROUGE-L F1 between each sampled answer and the greedy one (a model that knows
-  says the same thing when sampled; one that improvises does not);
+- agreement  a = mean ROUGE-L F1 (rouge-score with stemming, the evaluation's ROUGE) between each sampled answer
+  and the greedy one (a model that knows says the same thing when sampled; one that improvises does not);
 - mention    m = 1 if the answer names the target in full, 0.5 for part of the name, else 0;
 - relevance  r = (w_c·c + w_a·a + w_m·m) / (w_c + w_a + w_m), and r = 0 for a refusal or an empty answer.
 
@@ -30,7 +30,8 @@ import torch
 
 from obliviate.data.refusals import is_refusal
 from obliviate.data.templates import Formatter
-from obliviate.eval.passes import logprob_pass, pad_batch
+from obliviate.eval.metrics import rouge_l_f1
+from obliviate.eval.passes import generate_pass, logprob_pass, sample_pass
 from obliviate.utils.embed import embed, vendi_score
 
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -62,32 +63,19 @@ class ArmResult:
 # ------------------------------------------------------------------------------------------------ generation
 
 
-@torch.no_grad()
 def generate(model, tokenizer, fmt: Formatter, prompts: Sequence[str], max_new_tokens: int, *, samples: int = 0,
              temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32) -> list[list[str]]:
-    """Per prompt: the greedy answer (samples = 0) or `samples` sampled answers, decoded and stripped.
-    Seed torch's RNG before calling for reproducible samples."""
-    model.eval()
-    dev = next(model.parameters()).device
+    """Per prompt: the greedy answer (samples = 0) or `samples` sampled answers, decoded and stripped (the
+    model-pass service's `generate_pass` / `sample_pass` on the formatted prompts). Seed torch's RNG before calling
+    for reproducible samples."""
     ids = [fmt.prompt_ids(p) for p in prompts]
-    n = max(1, samples)
-    out: list[list[str]] = [[] for _ in prompts]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths together: less padding
-    step = max(1, batch_size // n)
-    for s in range(0, len(order), step):
-        idx = order[s:s + step]
-        x, mask, _ = pad_batch([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
-        # top_k=0 disables top-k (only top_p truncates); greedy passes None to override generation_config defaults
-        kw = ({"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0, "num_return_sequences": n}
-              if samples else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
-        gen = model.generate(input_ids=x.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=fmt.eos_id, num_beams=1, **kw)
-        new = gen[:, x.shape[1]:].cpu().tolist()
-        for row, toks in enumerate(new):
-            if fmt.eos_id in toks:
-                toks = toks[: toks.index(fmt.eos_id)]
-            out[idx[row // n]].append(tokenizer.decode(toks, skip_special_tokens=True).strip())
-    return out
+    pad = tokenizer.pad_token_id
+    if samples:
+        outs = sample_pass(model, ids, pad, fmt.eos_id, max_new_tokens, samples, temperature=temperature, top_p=top_p,
+                           batch_size=batch_size)
+    else:
+        outs = [[o] for o in generate_pass(model, ids, pad, fmt.eos_id, max_new_tokens, batch_size)]
+    return [[tokenizer.decode(t, skip_special_tokens=True).strip() for t in o] for o in outs]
 
 
 @torch.no_grad()
@@ -110,24 +98,6 @@ def confidences(model, tokenizer, fmt: Formatter, pairs: Sequence[tuple[str, str
 
 def _words(text: str) -> list[str]:
     return _WORDS.findall(text.lower())
-
-
-def lcs_f1(a: str, b: str) -> float:
-    """Word-level ROUGE-L F1 (longest common subsequence), symmetric; 1.0 for two identical non-empty texts."""
-    x, y = _words(a), _words(b)
-    if not x or not y:
-        return 0.0
-    prev = [0] * (len(y) + 1)
-    for wx in x:
-        cur = [0]
-        for j, wy in enumerate(y):
-            cur.append(prev[j] + 1 if wx == wy else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(x), lcs / len(y)
-    return 2 * p * r / (p + r)
 
 
 def mention(text: str, name: str) -> float:
@@ -247,7 +217,7 @@ def pull(model, tokenizer, fmt: Formatter, prompts: dict[int, list[tuple[str, st
             res.refused += 1
             rels[arm].append(0.0)
         else:
-            agree = float(np.mean([lcs_f1(x, g) for x in xs])) if xs else 1.0
+            agree = float(np.mean([rouge_l_f1(x, g) for x in xs])) if xs else 1.0
             rel = (s.w_confidence * gc + s.w_agreement * agree + s.w_mention * mention(g, target)) / wsum
             rels[arm].append(rel)
             res.greedy.append(g)
