@@ -57,8 +57,12 @@ def test_no_forget_text_in_any_output(tmp_path, monkeypatch, caplog, cli):
     assert (tmp_path / "unlearned" / "ledger.jsonl").is_file()
     from obliviate.runs.bench import bench
 
-    bench("synthetic", ["ga", "icu"], tmp_path / "bench", jobs=1, scenario_options={"n_people": 10, "n_refusal": 4},
-          overrides={"ga": {"epochs": 1, "lr": 1e-3}, "icu": {"epochs": 1, "lr": 1e-3}})
+    board = bench("synthetic", ["ga", "icu"], tmp_path / "bench", jobs=1,
+                  scenario_options={"n_people": 10, "n_refusal": 4},
+                  overrides={"ga": {"epochs": 1, "lr": 1e-3}, "icu": {"epochs": 1, "lr": 1e-3}})
+    failed = {r["name"]: r["error"] for r in board["rows"] if r.get("error")}
+    assert not failed, f"bench methods failed (a failed run leaks nothing and proves nothing): {failed}"
+    assert {r["name"] for r in board["rows"]} >= {"ga", "icu"}
     logs.append(caplog.text)
     outputs = [tmp_path / "unlearned", tmp_path / "bench"]
     found = [x for root in outputs for x in leaks(root, texts)]

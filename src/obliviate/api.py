@@ -26,10 +26,13 @@ __all__ = ["BuildResult", "UnlearnResult", "attack", "bench", "build", "evaluate
 
 
 def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
-          overwrite: bool = False, data: str | None = None, progress=None) -> BuildResult:
-    """Train (or reuse from the cache) the scenario's offline target and retain models."""
+          overwrite: bool = False, data: str | None = None, progress=None, base: str = "tiny") -> BuildResult:
+    """Train (or reuse from the cache) the scenario's target and retain models: tiny models from scratch, or a
+    pretrained `base` (a base name, hub id, model directory or .gguf file) fine-tuned on the scenario's QA."""
     if data is not None:
         overrides = deep_merge(overrides or {}, {"scenario_options": {"data": data}})
+    if base != "tiny":
+        overrides = deep_merge(overrides or {}, {"base": base})
     return _build(scenario, out, overrides, overwrite, progress)
 
 

@@ -4,7 +4,10 @@ A scenario provides
 - `target_train`: what the target model is trained on (forget + retain + general knowledge + refusals),
 - `retain_train`: the same minus the forget data (the retain model, the gold standard of unlearning),
 - eval splits `forget`, `retain`, `holdout` and the utility sets, with paraphrased and perturbed answers,
-- `unlearn_retain`: the retain data an unlearning method may use (TOFU: the retain split of the same size).
+- `unlearn_retain`: the retain data an unlearning method may use (TOFU: the retain split of the same size),
+- `scaffold`: the part of the training sets that only a model trained FROM SCRATCH needs (general-knowledge QA and
+  refusals, so that it has something to be evaluated on); a pretrained base already has that knowledge and is
+  fine-tuned on the question/answer data alone.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +42,14 @@ class Scenario:
     refusal_phrasings: tuple[str, ...] = ()
     forget_subjects: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    scaffold: Split = field(default_factory=lambda: Split("scaffold", ()))
 
     @property
     def eval_splits(self) -> dict[str, Split]:
-        return {"forget": self.forget, "retain": self.retain, "holdout": self.holdout, **self.utility}
+        """The splits evaluated: forget, and retain / holdout / the utility sets where the scenario has them (a
+        scenario made from files may have only a forget set)."""
+        splits = {"forget": self.forget, "retain": self.retain, "holdout": self.holdout, **self.utility}
+        return {k: v for k, v in splits.items() if k == "forget" or len(v)}
 
     def fingerprint(self) -> dict[str, str]:
         """Content digests of every split, for cache keys and manifests."""
@@ -58,6 +65,34 @@ SCENARIOS: Registry[ScenarioFactory] = Registry("scenario")
 def get_scenario(name: str, **options: Any) -> Scenario:
     """Build a registered scenario by name; `options` are validated by the scenario's own config."""
     return SCENARIOS.get(name)(**options)
+
+
+def from_files(forget: str | os.PathLike[str] | Split, retain: str | os.PathLike[str] | Split | None = None,
+               holdout: str | os.PathLike[str] | Split | None = None, base: Scenario | None = None) -> Scenario:
+    """A scenario whose forget set (and optionally retain and holdout sets) come from files: `eval --forget FILE`,
+    and `unlearn --forget FILE --eval`, which evaluate exactly that file. With `base` (a registered scenario), the
+    given files replace its splits and the rest (utility sets, the other splits) is kept; without it, the scenario
+    has only the given sets, so metrics that need a missing set are absent (and say so).
+
+    Truth ratio and forget quality need `paraphrased_answer` and `perturbed_answer` on the forget records (TOFU's
+    *_perturbed files have them)."""
+
+    def split(src, role: str) -> Split | None:
+        if src is None:
+            return None
+        s = src if isinstance(src, Split) else load_split(src, None, allow_hub=False)
+        return Split(role, s.records, s.source)
+
+    f = split(forget, "forget") or Split("forget", ())
+    r, h = split(retain, "retain"), split(holdout, "holdout")
+    files = {k: v.source for k, v in (("forget", f), ("retain", r), ("holdout", h)) if v is not None}
+    if base is None:
+        r_, h_ = r or Split("retain", ()), h or Split("holdout", ())
+        return Scenario(name="files", target_train=Split("target_train", f.records + r_.records),
+                        retain_train=Split("retain_train", r_.records), forget=f, retain=r_, holdout=h_, utility={},
+                        unlearn_retain=Split("unlearn_retain", r_.records), options={"files": files})
+    return replace(base, forget=f, retain=r or base.retain, holdout=h or base.holdout,
+                   options={**base.options, "files": files})
 
 
 def check_overlap(forget: Split, retain: Split) -> int:
@@ -111,6 +146,7 @@ def synthetic_scenario(**options: Any) -> Scenario:
         refusal_phrasings=w.refusal_phrasings,
         forget_subjects=tuple(names[pid] for pid in w.forget_ids),
         options=opts.model_dump(),
+        scaffold=Split("scaffold", tuple(general + refusal)),
     )
 
 
@@ -220,6 +256,7 @@ def _tofu(opts: TofuOptions) -> Scenario:
         refusal_phrasings=tuple(REFUSALS),
         forget_subjects=subjects,
         options=opts.model_dump(),
+        scaffold=Split("scaffold", tuple(gen_train + refusal)),
     )
 
 

@@ -52,10 +52,18 @@ class TrainConfig(Config):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1, description="forget examples per optimiser step (effective batch)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
-    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length, then linear decay to 0")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length, then the decay of `schedule`")
+    warmup_steps: int | None = Field(None, ge=0, description="warm-up in optimiser steps (overrides warmup_epochs)")
+    schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="after warm-up: linear decay to 0 (OpenUnlearning), or cosine decay to min_lr_ratio·lr")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="floor of the cosine decay, as a share of lr")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (β1, β2)")
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
     max_length: int = Field(512, ge=16)
+    batching: Literal["random", "length_grouped"] = Field(
+        "random", description="forget batches drawn at random, or shuffled then grouped by length within chunks of "
+                              "32 batches (less padding; for fine-tuning such as the model builder)")
     seed: int = 0
     template: Literal["auto", "plain", "chat"] = "auto"
     lora: LoraSpec | None = None

@@ -6,8 +6,9 @@ from typing import Literal
 
 import torch
 
+from obliviate.eval.passes import answer_nll
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig
-from obliviate.methods.losses import kl_loss, nll_loss, sequence_logps
+from obliviate.methods.losses import IGNORE_INDEX, kl_loss, nll_loss, sequence_logps
 
 RetainTerm = Literal["none", "gd", "kl"]
 
@@ -50,12 +51,15 @@ def retain_term(kind: RetainTerm, model, ref, view: dict[str, torch.Tensor] | No
 
 class FinetuneNLL(GradientMethod):
     """Plain fine-tuning on the forget answers through the shared loop (not a registered unlearning method):
-    RKLD's augmentation step and the relearning attack."""
+    the model builder, RKLD's augmentation step and the relearning attack. The LM head runs on answer positions
+    only (eval.passes.answer_nll), a large share of a small model's compute."""
 
     Config = TrainConfig
     views = ("forget",)
 
     def loss(self, batch, model, ref) -> LossOutput:
         f = batch["forget"]
-        val = nll_loss(logits_of(model, f), f["labels"], tok_denom(f))
+        total = answer_nll(model, f, "sum")
+        denom = tok_denom(f)
+        val = total / (denom if denom is not None else (f["labels"][:, 1:] != IGNORE_INDEX).sum().clamp_min(1))
         return LossOutput(val, {"nll": num(val)})

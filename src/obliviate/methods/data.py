@@ -61,17 +61,26 @@ class Views:
 
 
 def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: int,
-               paired_views: Sequence[str], active: Sequence[int] | None = None) -> list[dict[str, list[int]]]:
+               paired_views: Sequence[str], active: Sequence[int] | None = None,
+               lengths: Sequence[int] | None = None) -> list[dict[str, list[int]]]:
     """The batches of one epoch: the forget set (or its `active` subset) shuffled and cut into batches; for each,
     a retain batch of the same size drawn at random (without replacement within the batch). Forget-side views
-    share the forget indices. Deterministic in (seed, epoch, active)."""
+    share the forget indices. With `lengths` (TrainConfig.batching = length_grouped) the shuffled order is cut
+    into chunks of 32 batches, each sorted by length, and the batches are shuffled: as random, with far less
+    padding. Deterministic in (seed, epoch, active)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     pool = list(range(n_forget)) if active is None else list(active)
     order = [pool[i] for i in torch.randperm(len(pool), generator=g).tolist()]
-    n_forget = len(pool)
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if lengths is not None:
+        chunk = batch_size * 32
+        batches = []
+        for s in range(0, len(order), chunk):
+            part = sorted(order[s:s + chunk], key=lambda i: lengths[i])
+            batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
     plan = []
-    for s in range(0, n_forget, batch_size):
-        idx = order[s:s + batch_size]
+    for idx in batches:
         step: dict[str, list[int]] = {v: idx for v in paired_views if v != "retain"}
         if "retain" in paired_views:
             step["retain"] = torch.randperm(n_retain, generator=g)[: len(idx)].tolist() if n_retain >= len(idx) \

@@ -76,11 +76,15 @@ def precompute_logps(model, views: Views, names: Sequence[str], batch_size: int,
     return out
 
 
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    """Linear warm-up over `warmup` optimiser steps, then linear decay to 0 at `total`."""
+def lr_lambda(warmup: int, total: int, schedule: str = "linear", min_ratio: float = 0.0) -> Callable[[int], float]:
+    """Linear warm-up over `warmup` optimiser steps, then linear decay to 0 at `total` ("linear"), or cosine
+    decay from 1 to `min_ratio` at `total` ("cosine")."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "cosine":
+            frac = min(1.0, (step - warmup) / max(1, total - warmup))
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
         return max(0.0, (total - step) / max(1, total - warmup))
     return f
 
@@ -139,12 +143,13 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.adam_betas)
     n_forget = len(views.encoded[method.views[0]])
     world, rank = acc.num_processes, acc.process_index
     steps_per_epoch = math.ceil(math.ceil(n_forget / cfg.batch_size) / world)
     total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(round(cfg.warmup_epochs * steps_per_epoch), total))
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, cfg.schedule, cfg.min_lr_ratio))
     model, opt = acc.prepare(model, opt)
     acc.register_for_checkpointing(sched)
 
@@ -158,12 +163,13 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         log.info("resuming after epoch %d (step %d)", state.epoch, state.step)
 
     n_retain = len(views.encoded.get("retain", []))
+    lengths = [len(e.input_ids) for e in views.encoded[method.views[0]]] if cfg.batching == "length_grouped" else None
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
         active = method.active_forget()
         if active is not None and not active:
             break
-        plan = epoch_plan(n_forget, n_retain, cfg.batch_size, cfg.seed, epoch, method.views, active)
+        plan = epoch_plan(n_forget, n_retain, cfg.batch_size, cfg.seed, epoch, method.views, active, lengths)
         n_my = math.ceil(len(plan) / world)
         mine = [plan[(rank + world * i) % len(plan)] for i in range(n_my)]  # equal counts on every rank
         sums: dict[str, float] = {}

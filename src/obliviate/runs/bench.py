@@ -61,8 +61,9 @@ def run_job(job: Job) -> dict[str, Any]:
     err_file = out.with_name(out.name + ".error.json")
     t0 = time.time()
     try:
-        res = unlearn(job.target, job.method, out=out, scenario=job.scenario, config=job.config, overwrite=True,
-                          evaluate=True, reference=job.reference_eval, scenario_options=job.scenario_options)
+        scen = load_scenario(job.scenario, **job.scenario_options)
+        unlearn(job.target, job.method, out=out, scenario=scen, config=job.config, overwrite=True, evaluate=True,
+                reference=job.reference_eval)
         atomic_write_json(out / "bench.json", {"key": _job_key(job)})
         err_file.unlink(missing_ok=True)
         return {"method": job.method, "ok": True, "seconds": round(time.time() - t0, 1)}

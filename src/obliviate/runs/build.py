@@ -1,19 +1,26 @@
-"""`obliviate build`: train the offline target and retain models of a scenario, cached by config hash.
+"""`obliviate build`: the target and retain models of a scenario, cached by config hash.
 
-The target trains on the scenario's full training set; the retain model with the same recipe (same tokenizer,
-same seed, same schedule) on the same set minus the forget data. With two or more cores the two models train side
-by side in two processes, one thread each (two busy threads per process on two cores measured 3-7x slower).
+Two kinds of base:
+- `tiny` (the default, offline in seconds): a small Llama built from a config with a tokenizer trained locally,
+  trained from scratch on the scenario's full training set: the question/answer data, plus the general-knowledge
+  and refusal QA that a from-scratch model needs to have anything to be evaluated on;
+- a pretrained causal LM (`--base smollm2-135m`, a hub id, a model directory or a .gguf file): fine-tuned on the
+  scenario's question/answer data ONLY, in the model's own chat template. General knowledge is not trained: it is
+  what the base already knows, and model utility measures that it survives (the TOFU protocol).
+The target trains on the forget and retain data; the retain model with the same recipe (same seed, same schedule)
+on the same set minus the forget data. Both train through the one training loop (methods/engine.py) as plain
+fine-tuning; with two or more cores side by side in two processes, one thread each (two busy threads per process
+on two cores measured 3-7x slower).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,22 +31,27 @@ from pydantic import Field
 from obliviate.config import Config, build_config, deep_merge
 from obliviate.data.records import Split
 from obliviate.data.scenarios import Scenario, get_scenario
-from obliviate.data.templates import Formatter
-from obliviate.eval.passes import answer_nll
+from obliviate.methods.base import LoraSpec, ProgressEvent, TrainConfig
+from obliviate.methods.common import FinetuneNLL
+from obliviate.methods.engine import train
+from obliviate.models.bases import resolve_base
+from obliviate.models.loading import load_model_and_tokenizer, quiet_transformers
 from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_tokenizer
-from obliviate.utils.hashing import stable_hash
-from obliviate.utils.io import atomic_dir, atomic_write_json, cache_root, check_output_dir, read_json
-from obliviate.utils.tensors import pad_batch
+from obliviate.utils.cache import Cache
+from obliviate.utils.hashing import file_hash, stable_hash
+from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 
 log = logging.getLogger(__name__)
-BUILD_FORMAT = 1  # bump when the recipe changes in a way that invalidates cached builds
+BUILD_FORMAT = 2  # bump when the recipe changes in a way that invalidates cached builds (2: the shared engine)
 
 
 class TrainSpec(Config):
-    """Memorisation recipe. Learning-rate decay matters at this size (a constant 2e-3 stalled near ROUGE-L 0.71)."""
+    """The fine-tuning recipe: AdamW (β = 0.9, 0.95), linear warm-up over `warmup_steps`, cosine decay to
+    `min_lr_ratio`·lr, batches grouped by length. For the tiny models, learning-rate decay matters (a constant
+    2e-3 stalled near ROUGE-L 0.71)."""
 
     epochs: int = Field(30, ge=1)
-    lr: float = Field(2e-3, gt=0, description="peak learning rate (3e-3 was unstable at this size)")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (3e-3 was unstable on the tiny models)")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine decay floor, as a share of lr")
     warmup_steps: int = Field(30, ge=0)
     batch_size: int = Field(16, ge=1)
@@ -48,25 +60,42 @@ class TrainSpec(Config):
     max_length: int = Field(256, ge=16)
     seed: int = 0
 
+    def train_config(self, template: str, lora: LoraSpec | None) -> TrainConfig:
+        return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, warmup_steps=self.warmup_steps,
+                           schedule="cosine", min_lr_ratio=self.min_lr_ratio, adam_betas=(0.9, 0.95),
+                           weight_decay=self.weight_decay, grad_clip=self.grad_clip, max_length=self.max_length,
+                           batching="length_grouped", seed=self.seed, template=template, lora=lora)  # type: ignore[arg-type]
+
 
 class BuildConfig(Config):
     scenario: str
     scenario_options: dict[str, Any] = {}
-    model: TinyModelSpec = TinyModelSpec()
+    base: str = Field("tiny", description="tiny (from scratch) | a base name (obliviate ls bases) | hub id | "
+                                          "model directory | .gguf file")
+    model: TinyModelSpec = Field(TinyModelSpec(), description="the tiny model's architecture (base=tiny only)")
     train: TrainSpec = TrainSpec()
+    lora: LoraSpec | None = Field(None, description="fine-tune a pretrained base through LoRA adapters (merged)")
     parallel: bool = Field(True, description="train target and retain side by side, one thread each")
 
 
-# Per-scenario defaults, tuned so the target memorises (ROUGE-L recall >= 0.9) within the time budget.
+# Per-scenario recipes for the tiny models, tuned so the target memorises (ROUGE-L recall >= 0.9) within the time
+# budget; and per-base recipes for pretrained bases (benchmarks/build.py measures both).
 SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic": {"model": {"vocab_size": 2048}, "train": {"epochs": 26, "lr": 2e-3}},
     "tofu-mini": {"model": {"vocab_size": 4096}, "train": {"epochs": 40, "lr": 1e-3}},
     "tofu": {"model": {"vocab_size": 4096}, "train": {"epochs": 20, "lr": 1e-3}},
 }
+PRETRAINED_DEFAULTS: dict[str, Any] = {
+    "train": {"epochs": 5, "lr": 1e-3, "batch_size": 8, "warmup_steps": 10, "min_lr_ratio": 0.1, "max_length": 384},
+    "lora": {"r": 32, "alpha": 64, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"]},
+}
 
 
 def build_config_for(scenario: str, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    base = deep_merge({"scenario": scenario}, SCENARIO_DEFAULTS.get(scenario, {}))
+    base_name = (overrides or {}).get("base", "tiny")
+    defaults = SCENARIO_DEFAULTS.get(scenario, {}) if base_name == "tiny" else PRETRAINED_DEFAULTS
+    base = deep_merge({"scenario": scenario}, defaults)
     return build_config(BuildConfig, deep_merge(base, overrides or {}), where="build config")
 
 
@@ -78,17 +107,46 @@ class BuildResult:
     info: dict[str, Any]
 
 
+def training_sets(cfg: BuildConfig, scen: Scenario) -> dict[str, Split]:
+    """What each model trains on: everything for a tiny model; the question/answer data only for a pretrained
+    base (its general knowledge is measured, not taught)."""
+    if cfg.base == "tiny":
+        return {"target": scen.target_train, "retain": scen.retain_train}
+    scaffold = {r.id for r in scen.scaffold.records}
+    return {name: Split(split.name, tuple(r for r in split.records if r.id not in scaffold), split.source)
+            for name, split in (("target", scen.target_train), ("retain", scen.retain_train))}
+
+
+def base_identity(cfg: BuildConfig) -> Any:
+    """What identifies the base in the build key: the tiny recipe, or the base's source (a converted GGUF's hash,
+    a directory's weight files' hashes, or a hub id)."""
+    if cfg.base == "tiny":
+        return cfg.model.model_dump()
+    src = resolve_base(cfg.base)
+    p = Path(src)
+    if (p / "base.json").is_file():
+        return read_json(p / "base.json").get("gguf_sha256") or str(src)
+    if p.is_dir():
+        return sorted(file_hash(f) for f in p.glob("*.safetensors"))
+    return str(src)
+
+
 def build_key(cfg: BuildConfig, scen: Scenario) -> str:
-    """Depends on what training sees (the question/answer pairs and the recipe), not on eval-only fields."""
+    """Depends on what training sees (the base, the question/answer pairs, the recipe), not on eval-only fields."""
+    sets = training_sets(cfg, scen)
+
     def pairs(split: Split) -> list[tuple[str, str]]:
         return [(r.question, r.answer) for r in split.records]
 
-    return stable_hash([BUILD_FORMAT, cfg.model_dump(exclude={"parallel", "scenario_options"}), pairs(scen.target_train),
-                        pairs(scen.retain_train)])
+    return stable_hash([BUILD_FORMAT, base_identity(cfg), cfg.model_dump(exclude={"parallel", "scenario_options", "model"}),
+                        pairs(sets["target"]), pairs(sets["retain"])])
+
+
+BuildProgress = Callable[[str, int, int, float], None]  # (model name, step, total steps, loss)
 
 
 def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
-          overwrite: bool = False, progress: Callable[[str, int, int, float], None] | None = None) -> BuildResult:
+          overwrite: bool = False, progress: BuildProgress | None = None) -> BuildResult:
     """Build (or reuse) the target and retain models of `scenario`; returns their directories.
 
     Builds are cached under `$OBLIVIATE_CACHE/builds/<scenario>-<hash>`; with `out`, the models are also placed
@@ -101,35 +159,41 @@ def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: d
         if (out_p / "build.json").is_file() and read_json(out_p / "build.json").get("key") == key:
             return _result(out_p, cached=True)
         check_output_dir(out_p, overwrite)
-    cache_dir = cache_root() / "builds" / f"{scenario}-{key}"
-    cached = (cache_dir / "build.json").is_file()
+    cache = Cache("builds")
+    entry = f"{scenario}-{key}" if cfg.base == "tiny" else f"{scenario}-{_slug(cfg.base)}-{key}"
+    cached = cache.has_dir(entry, "build.json")
     if not cached:
-        with atomic_dir(cache_dir, overwrite=True) as tmp:
+        with cache.write_dir(entry) as tmp:
             _train_both(cfg, scen, key, tmp, progress)
     if out is None:
-        return _result(cache_dir, cached)
+        return _result(cache.dir_path(entry), cached)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        shutil.copytree(cache_dir, tmp, dirs_exist_ok=True)
+        shutil.copytree(cache.dir_path(entry), tmp, dirs_exist_ok=True)
     return _result(Path(out), cached)
+
+
+def _slug(base: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in Path(base).name)[:40]
 
 
 def _result(d: Path, cached: bool) -> BuildResult:
     return BuildResult(d / "target", d / "retain", cached, read_json(d / "build.json"))
 
 
-def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path,
-                progress: Callable[[str, int, int, float], None] | None) -> None:
+def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress: BuildProgress | None) -> None:
     t0 = time.time()
-    tok = train_tokenizer(_tokenizer_corpus(scen.target_train), cfg.model.vocab_size)
-    tok_dir = out / "tokenizer"
-    tok.save_pretrained(tok_dir)
-    jobs = {"target": scen.target_train, "retain": scen.retain_train}
+    tok_dir = None
+    if cfg.base == "tiny":  # one tokenizer for both models, trained on the target's texts
+        tok = train_tokenizer(_tokenizer_corpus(scen.target_train), cfg.model.vocab_size)
+        tok_dir = out / "tokenizer"
+        tok.save_pretrained(tok_dir)
+    jobs = training_sets(cfg, scen)
     parallel = cfg.parallel and (os.cpu_count() or 1) >= 2
     info: dict[str, Any] = {}
     if parallel:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        procs = {name: ctx.Process(target=_worker, args=(name, split, tok_dir, cfg, out / name, queue, 1))
+        procs = {name: ctx.Process(target=_worker, args=(name, split, tok_dir, cfg, out, queue, 1))
                  for name, split in jobs.items()}
         for p in procs.values():
             p.start()
@@ -149,23 +213,20 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path,
             p.join()
     else:
         for name, split in jobs.items():
-            info[name] = train_model(split, tok, cfg, out / name, progress=progress, name=name)
-    shutil.rmtree(tok_dir)
-    atomic_write_json(out / "build.json", {"key": key, "scenario": scen.name, "config": cfg.model_dump(),
-                                           "scenario_fingerprint": scen.fingerprint(), "models": info,
-                                           "wall_time_s": round(time.time() - t0, 1)})
+            info[name] = train_model(name, split, tok_dir, cfg, out, progress)
+    if tok_dir is not None:
+        shutil.rmtree(tok_dir)
+    atomic_write_json(out / "build.json", {"key": key, "scenario": scen.name, "base": cfg.base,
+                                           "config": cfg.model_dump(), "scenario_fingerprint": scen.fingerprint(),
+                                           "models": info, "wall_time_s": round(time.time() - t0, 1)})
 
 
-def _worker(name: str, split: Split, tok_dir: Path, cfg: BuildConfig, out: Path, queue, threads: int) -> None:
+def _worker(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path, queue, threads: int) -> None:
     import traceback
-
-    from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     try:
-        tok = AutoTokenizer.from_pretrained(tok_dir)
-        info = train_model(split, tok, cfg, out, name=name,
-                           progress=lambda n, s, t, loss: queue.put(("step", n, s, t, loss)))
+        info = train_model(name, split, tok_dir, cfg, out, lambda n, s, t, loss: queue.put(("step", n, s, t, loss)))
         queue.put(("done", name, info))
     except BaseException:
         queue.put(("error", name, traceback.format_exc()))
@@ -175,67 +236,41 @@ def _tokenizer_corpus(split: Split) -> list[str]:
     return [f"Question: {r.question}\nAnswer: {r.answer}" for r in split.records]
 
 
-def lr_at(step: int, total: int, spec: TrainSpec) -> float:
-    """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
-    if step < spec.warmup_steps:
-        return spec.lr * (step + 1) / spec.warmup_steps
-    frac = (step - spec.warmup_steps) / max(1, total - spec.warmup_steps)
-    return spec.lr * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+def initial_model(cfg: BuildConfig, tok_dir: Path | None):
+    """(model, tokenizer) before fine-tuning: a fresh tiny model on the built tokenizer, or the pretrained base."""
+    if cfg.base == "tiny":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        return build_model(cfg.model, tok, seed=cfg.train.seed), tok
+    return load_model_and_tokenizer(resolve_base(cfg.base))
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
-    """Shuffled batches of similar length: shuffle, cut into chunks of 32 batches, sort each chunk by length.
-    Keeps the randomness of shuffling while cutting padding (dynamic padding pads to the batch's longest)."""
-    perm = torch.randperm(len(lengths), generator=generator).tolist()
-    chunk = batch_size * 32
-    batches = []
-    for s in range(0, len(perm), chunk):
-        part = sorted(perm[s:s + chunk], key=lambda i: lengths[i])
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
-    order = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in order]
-
-
-def train_model(split: Split, tokenizer, cfg: BuildConfig, out: Path, name: str = "model",
-                progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, Any]:
-    """Train a fresh tiny model on `split` (answer tokens only, as TOFU fine-tuning) and save it to `out`."""
-    from obliviate.models.loading import quiet_transformers
-
+def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path,
+                progress: BuildProgress | None = None) -> dict[str, Any]:
+    """Fine-tune the initial model on `split` (answer tokens only, as TOFU fine-tuning) through the shared loop
+    and save it to `out/name` (LoRA adapters merged)."""
     quiet_transformers()
-    spec = cfg.train
-    fmt = Formatter(tokenizer, "plain", max_length=spec.max_length)
-    enc = fmt.encode_qa(list(split.records))
-    model = build_model(cfg.model, tokenizer, seed=spec.seed)
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(spec.seed)
-    lengths = [len(e.input_ids) for e in enc]
-    steps_per_epoch = math.ceil(len(enc) / spec.batch_size)
-    total = steps_per_epoch * spec.epochs
-    step, t0, tokens, loss_val = 0, time.time(), 0, float("nan")
-    for _epoch in range(spec.epochs):
-        for idx in epoch_batches(lengths, spec.batch_size, gen):
-            ids, mask, labels = pad_batch([enc[i].input_ids for i in idx], tokenizer.pad_token_id,
-                                          labels=[enc[i].labels for i in idx])
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, spec)
-            loss = answer_nll(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, "token_mean")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            tokens += int(mask.sum())
-            loss_val = float(loss.detach())
-            if progress:
-                progress(name, step, total, loss_val)
+    model, tok = initial_model(cfg, tok_dir)
+    template = "plain" if cfg.base == "tiny" else "auto"  # a pretrained base speaks its own chat template
+    tcfg = cfg.train.train_config(template, cfg.lora)
+
+    def on_event(ev: ProgressEvent) -> None:
+        if progress and ev.kind == "step":
+            progress(name, ev.step or 0, ev.total or 0, ev.terms.get("loss", float("nan")))
+
+    t0 = time.time()
+    trained, state = train(FinetuneNLL(tcfg), model, tok, list(split.records), [], out / f".{name}.work", on_event)
+    if cfg.lora is not None:
+        trained = trained.merge_and_unload()
     wall = time.time() - t0
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return {"params": n_params(model), "steps": step, "final_loss": round(loss_val, 4), "train_time_s": round(wall, 1),
-            "tokens_per_s": round(tokens / max(wall, 1e-9)), "records": len(split)}
+    trained.eval()
+    dest = out / name
+    dest.mkdir(parents=True, exist_ok=True)
+    trained.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    shutil.rmtree(out / f".{name}.work", ignore_errors=True)
+    last = state.history[-1] if state.history else {}
+    return {"params": n_params(trained), "steps": state.step, "final_loss": round(float(last.get("loss", float("nan"))), 4),
+            "train_time_s": round(wall, 1), "records": len(split), "template": template,
+            "lora": cfg.lora.model_dump() if cfg.lora else None}
