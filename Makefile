@@ -1,10 +1,11 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both create .venv if it is missing.
+# `make test-all` adds the tests marked slow (multi-process runs, full build + bench); CI runs it.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean
+.PHONY: demo test test-all install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +25,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+test-all: test
+	$(PY) -m pytest -m slow
 
 clean:
 	rm -rf runs .pytest_cache

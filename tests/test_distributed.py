@@ -50,6 +50,7 @@ def _items(d: Path) -> dict:
     return json.loads((d / "eval.json").read_text())["items"]
 
 
+@pytest.mark.slow  # subprocess runs under torch.distributed.run: make test-all, CI
 def test_sharded_eval_equals_single_process(tiny_models):
     tmp = tiny_models
     common = ["eval", "--model", str(tmp / "models" / "target"), "--reference", str(tmp / "models" / "retain"),
@@ -74,6 +75,7 @@ def test_sharded_eval_equals_single_process(tiny_models):
             assert s2[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
 
 
+@pytest.mark.slow
 def test_unlearning_runs_under_ddp(tiny_models):
     tmp = tiny_models
     _run(["unlearn", "--model", str(tmp / "models" / "target"), "--method", "graddiff", "--scenario", "synthetic",
@@ -81,6 +83,7 @@ def test_unlearning_runs_under_ddp(tiny_models):
     man = json.loads((tmp / "ddp" / "manifest.json").read_text())
     assert man["processes"] == 2
     hist = json.loads((tmp / "ddp" / "history.json").read_text())
-    assert hist[-1]["forget_nll_eval"] > hist[0]["forget_nll_eval"] - 1.0  # it trained and logged every epoch
+    assert len(hist) == 2  # every epoch logged
+    assert hist[-1]["forget_nll_eval"] > hist[0]["forget_nll_eval"]  # gradient ascent kept raising the forget NLL
     assert (tmp / "ddp" / "model.safetensors").is_file()
     assert not list(tmp.glob(".ddp.partial"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 
 
 TINY = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
@@ -41,6 +43,7 @@ def both(cli, *args: str) -> tuple[int, str]:
     return code, out + err
 
 
+@pytest.mark.slow  # a build, an unlearning run and a two-method bench: make test-all, CI
 def test_no_forget_text_in_any_output(tmp_path, monkeypatch, caplog, cli):
     monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
