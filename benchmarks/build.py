@@ -3,9 +3,13 @@
 Builds (or reuses from the cache, unless --fresh) the target and retain models of each scenario and prints:
 the target's greedy ROUGE-L recall on forget and retain (>= 0.9), the retain model's forget ROUGE-L recall
 (<= 0.5), the target's forget quality against the retain model (<= 0.01), and the build wall time
-(synthetic <= 3 min, tofu-mini <= 20 min on 2 cores).
+(synthetic <= 3 min, tofu-mini <= 20 min on 2 cores). With `--base` (a pretrained base, e.g. smollm2-135m, the
+real instrument): the target fine-tuned on tofu-mini's QA, the same checks, both models in <= 45 min, and the
+target's real_authors / world_facts ROUGE-L within 0.05 of the untouched base model's (its general knowledge
+survives the fine-tuning).
 
     python benchmarks/build.py [--scenarios synthetic,tofu-mini] [--fresh]
+    python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import _common  # noqa: E402,F401  (offline; the TOFU data beside the checkout)
 from obliviate import api  # noqa: E402
 
 LIMITS = {"synthetic": 180, "tofu-mini": 1200}
+PRETRAINED_LIMIT = 45 * 60
+GENERAL = ("real_authors_rougeL_recall", "world_facts_rougeL_recall")
 CHECKS = [  # (label, value getter, comparison, threshold)
     ("target forget ROUGE-L recall", lambda t, r: t["forget_rougeL_recall"], ">=", 0.9),
     ("target retain ROUGE-L recall", lambda t, r: t["retain_rougeL_recall"], ">=", 0.9),
@@ -34,26 +40,40 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="synthetic,tofu-mini")
     ap.add_argument("--fresh", action="store_true", help="build into an empty cache to time a real build")
+    ap.add_argument("--base", default="tiny", help="tiny, or a pretrained base (obliviate ls bases)")
     args = ap.parse_args()
     if args.fresh:
         os.environ["OBLIVIATE_CACHE"] = tempfile.mkdtemp(prefix="obliviate-bench-")
     ok = True
     for scen in args.scenarios.split(","):
         t0 = time.time()
-        res = api.build(scen)
+        res = api.build(scen, base=args.base)
         wall = res.info.get("wall_time_s", time.time() - t0)
+        limit = LIMITS.get(scen, float("inf")) if args.base == "tiny" else PRETRAINED_LIMIT
         metrics = ["forget_rougeL_recall", "retain_rougeL_recall", "forget_quality", "model_utility"]
+        if args.base != "tiny":
+            metrics += list(GENERAL)
+        t1 = time.time()
         tgt = api.evaluate(res.target, scen, reference=res.retain, config={"metrics": metrics}).summary
+        eval_s = time.time() - t1
         ret = api.evaluate(res.retain, scen, reference=res.retain, config={"metrics": metrics}).summary
-        print(f"\n== {scen}: build {wall:.0f} s (limit {LIMITS.get(scen, '-')} s){' [cached]' if res.cached else ''}")
+        print(f"\n== {scen} on {args.base}: build {wall:.0f} s (limit {limit:.0f} s){' [cached]' if res.cached else ''}")
+        print(f"   target evaluation: {eval_s:.0f} s (these metrics; passes cached per model fingerprint)")
         print(f"   models: {res.target.parent}  params: {res.info['models']['target']['params']:,}")
         for label, get, op, thr in CHECKS:
             v = get(tgt, ret)
             good = v is not None and (v >= thr if op == ">=" else v <= thr)
             ok &= good
             print(f"   {label:<38} {v:.4g}  ({op} {thr})  {'ok' if good else 'MISSED'}")
-        good = wall <= LIMITS.get(scen, float("inf"))
-        print(f"   {'build wall time':<38} {wall:.0f} s  (<= {LIMITS.get(scen, '-')} s)  {'ok' if good else 'MISSED'}")
+        good = wall <= limit
+        ok &= good
+        print(f"   {'build wall time':<38} {wall:.0f} s  (<= {limit:.0f} s)  {'ok' if good else 'MISSED'}")
+        if args.base != "tiny":  # general knowledge: the target against the untouched base
+            base = api.evaluate(args.base, scen, config={"metrics": list(GENERAL)}).summary
+            for k in GENERAL:
+                good = tgt[k] is not None and base[k] is not None and abs(tgt[k] - base[k]) <= 0.05
+                ok &= good
+                print(f"   {k:<38} target {tgt[k]:.4g} vs base {base[k]:.4g} (within 0.05)  {'ok' if good else 'MISSED'}")
         print(f"   model utility: target {tgt['model_utility']:.3f}, retain {ret['model_utility']:.3f}")
     return 0 if ok else 1
 

@@ -15,14 +15,17 @@ from obliviate.runs.attacks import attack, input_model_of
 from obliviate.runs.bench import bench
 from obliviate.runs.build import BuildResult
 from obliviate.runs.build import build as _build
-from obliviate.runs.common import ModelLike, load_scenario
+from obliviate.models.loading import fingerprint
+from obliviate.runs.common import ModelLike, load_model, load_scenario
 from obliviate.runs.evaluate import evaluate
 from obliviate.runs.forget import forget_by_name
 from obliviate.runs.unlearn import UnlearnResult
 from obliviate.runs.unlearn import unlearn as _unlearn
+from obliviate.utils.cache import Purged, purge
+from obliviate.utils.io import claim_output
 
 __all__ = ["BuildResult", "UnlearnResult", "attack", "bench", "build", "evaluate", "forget", "input_model_of", "ledger",
-           "load_scenario", "unlearn"]
+           "load_scenario", "purge_cache", "unlearn"]
 
 
 def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
@@ -33,25 +36,31 @@ def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: d
         overrides = deep_merge(overrides or {}, {"scenario_options": {"data": data}})
     if base != "tiny":
         overrides = deep_merge(overrides or {}, {"base": base})
-    return _build(scenario, out, overrides, overwrite, progress)
+    if out is None:
+        return _build(scenario, out, overrides, overwrite, progress)
+    with claim_output(out, reuse=True):  # writable and not held by another run; the build decides about reuse
+        return _build(scenario, out, overrides, overwrite, progress)
 
 
 def unlearn(model: ModelLike, method: str, *, out: str | os.PathLike[str], scenario: str | Scenario | None = None,
             forget=None, retain=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference: ModelLike | None = None, data: str | None = None,
             scenario_options: dict[str, Any] | None = None, eval_config: dict[str, Any] | None = None,
-            progress=None) -> UnlearnResult:
+            allow_overlap: bool = False, progress=None) -> UnlearnResult:
     """Unlearn a forget set from `model` with a registered method and save the result (model + manifest.json).
 
     The forget/retain data come from `scenario` (its forget split and retain set) or from `forget` / `retain`
-    (files or QA records). With `evaluate`, the result is evaluated on the scenario (reference = the retain
-    model) into `out/eval/`. Returns an UnlearnResult (output path, manifest, evaluation summary)."""
+    (files or QA records); forget and retain must not share items (same id, or same question and answer) unless
+    `allow_overlap`. With `evaluate`, the result is evaluated into `out/eval/` on exactly the forget data that was
+    unlearned (a `forget` file replaces the scenario's forget split; without a scenario, the forget and retain
+    files are the evaluation sets), reference = the retain model. Returns an UnlearnResult (output path, manifest,
+    evaluation summary)."""
     if scenario is None and forget is None:
         raise ConfigError("give a forget set: --scenario NAME or --forget FILE")
     scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
     return _unlearn(model, method, out=out, forget=forget, retain=retain, scenario=scen, config=config,
                     overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
-                    eval_config=eval_config)
+                    eval_config=eval_config, allow_overlap=allow_overlap)
 
 
 def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str], method: str = "reveal_release",
@@ -62,7 +71,9 @@ def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str],
     """Forget everything `model` knows about the named `targets` WITHOUT any forget data, with a
     self-generated-data method (Reveal-and-Release by default), and save the model, manifest.json, the ledger and
     the per-round log to `out`. `retain` (file or records) is optional; the revealed text is saved only with
-    `keep_revealed`. `scenario` serves only to evaluate the result (`evaluate`). Returns an UnlearnResult."""
+    `keep_revealed`. `scenario` serves only to evaluate the result (`evaluate`). Returns an UnlearnResult. When the
+    model reveals nothing about the targets, raises NothingToForget (CLI exit code 3): no model is written, the
+    attempt is recorded in `out/ledger.jsonl`."""
     if evaluate and scenario is None:
         raise ConfigError("--eval needs --scenario (the evaluation sets come from a scenario)")
     scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
@@ -74,3 +85,13 @@ def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str],
 def ledger(model: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """A model directory's deletion history (ledger.jsonl), oldest request first."""
     return _ledger.read(Path(model))
+
+
+def purge_cache(model: ModelLike | None = None) -> list[Purged]:
+    """Delete cached data: everything obliviate keeps under the cache root ($OBLIVIATE_CACHE), or only what was
+    computed from `model` (its pass cache and edit statistics, found by its weight fingerprint). Returns what was
+    removed."""
+    if model is None:
+        return purge()
+    m, _, _ = load_model(model, "model")
+    return purge(fingerprint(m))

@@ -1,6 +1,8 @@
 """The `obliviate` command line: a thin layer over obliviate.api.
 
-A user error prints one line and exits 2; `--debug` shows the traceback instead."""
+Exit codes: 0 done; 2 a user error (one line naming the problem and the fix; `--debug` shows the traceback);
+3 nothing to forget (the model revealed nothing about the named targets: no model written, the attempt recorded);
+130 interrupted (rerun the same command to resume); anything else is a bug worth reporting."""
 
 from __future__ import annotations
 
@@ -61,7 +63,15 @@ def run() -> None:
     except ObliviateError as e:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        label = "[bold red]error:[/]" if e.exit_code == 2 else "[bold yellow]note:[/]"
+        err.print(f"{label} {_message(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except OSError as e:  # the environment (disk full, a file vanished, permissions) rather than a bug
+        if _state["debug"]:
+            raise
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        err.print(f"[bold red]error:[/] {_message(f'{e.strerror or e}{where}')}; check the path, its permissions "
+                  f"and free space (--debug shows where)", highlight=False, soft_wrap=True)
         sys.exit(2)
     except MemoryError:
         if _state["debug"]:
@@ -75,9 +85,13 @@ def run() -> None:
         exits, usage, aborts = _click_exceptions()
         if isinstance(e, exits):
             sys.exit(getattr(e, "exit_code", 0))
-        if isinstance(e, usage):
-            e.show()  # typer's own one-line usage error (a missing or unknown option)
-            sys.exit(2)
+        if isinstance(e, usage):  # a missing or unknown option, a bad value: click's message on one line
+            cmd = getattr(getattr(e, "ctx", None), "command_path", None) or "obliviate"
+            if not e.format_message().strip():  # no arguments: the help was printed, nothing more to say
+                sys.exit(getattr(e, "exit_code", 2) or 2)
+            err.print(f"[bold red]error:[/] {_message(e.format_message())} (see {cmd} --help)", highlight=False,
+                      soft_wrap=True)
+            sys.exit(getattr(e, "exit_code", 2) or 2)
         if isinstance(e, aborts):
             err.print(INTERRUPTED)
             sys.exit(130)
@@ -86,6 +100,14 @@ def run() -> None:
         if rc == 130:
             err.print(INTERRUPTED)
         sys.exit(rc)
+
+
+def _message(text: str) -> str:
+    """Messages are one line; a multi-line one (from a library) is joined, so the contract holds for every error.
+    Escaped: a message quoting `[...]` (a list value) must not be read as rich markup."""
+    from rich.markup import escape
+
+    return escape(" ".join(part.strip() for part in str(text).splitlines() if part.strip()))
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -123,7 +145,18 @@ def build_progress():
                 tasks[name] = bar.add_task(name, total=total, loss=loss)
             bar.update(tasks[name], completed=step, loss=loss)
 
-        yield update
+        with _bar_gone_on_error(bar):
+            yield update
+
+
+@contextmanager
+def _bar_gone_on_error(bar: Progress):
+    """A run that fails (or is interrupted) ends with its one line only: the bar is not left on the screen."""
+    try:
+        yield
+    except BaseException:
+        bar.live.transient = True
+        raise
 
 
 @app.command()
@@ -131,12 +164,15 @@ def build(scenario: Annotated[str, typer.Argument(help="scenario name (obliviate
           overrides: Overrides = None,
           out: Annotated[Path | None, typer.Option(help="directory for target/ and retain/ (default: the cache)")] = None,
           data: DataDir = None,
+          base: Annotated[str, typer.Option(help="tiny (from scratch) | a base (obliviate ls bases) | hub id | "
+                                                 "model directory | .gguf file")] = "tiny",
           overwrite: Overwrite = False) -> None:
-    """Train the scenario's offline target and retain models (cached by config hash)."""
+    """Train the scenario's target and retain models (cached by config hash): from scratch, or by fine-tuning a
+    pretrained base on the scenario's question/answer data."""
     from obliviate import api
 
     with build_progress() as progress:
-        res = api.build(scenario, out, _overrides(overrides), overwrite, data, progress)
+        res = api.build(scenario, out, _overrides(overrides), overwrite, data, progress, base=base)
     note = "already built (cache hit)" if res.cached else f"built in {res.info.get('wall_time_s', '?')} s"
     con.print(f"{note}\ntarget: {res.target}\nretain: {res.retain}")
 
@@ -144,34 +180,50 @@ def build(scenario: Annotated[str, typer.Argument(help="scenario name (obliviate
 @app.command("eval")
 def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id")],
              out: Annotated[Path, typer.Option(help="output directory (eval.json, summary.json, report.md)")],
-             scenario: Annotated[str, typer.Option(help="scenario name")] = "synthetic",
+             scenario: Annotated[str | None, typer.Option(help="scenario name (default: synthetic, unless --forget "
+                                                               "is given)")] = None,
+             forget: Annotated[Path | None, typer.Option(help="evaluate this forget set file (with --scenario: in "
+                                                              "place of its forget split)")] = None,
+             retain: Annotated[Path | None, typer.Option(help="with --forget: a retain set file")] = None,
+             holdout: Annotated[Path | None, typer.Option(help="with --forget: a holdout (never trained) set file, "
+                                                               "for membership inference")] = None,
              reference: Annotated[str | None, typer.Option(help="retain model, or the directory of its saved eval")] = None,
              data: DataDir = None,
              overwrite: Overwrite = False,
              show_samples: Annotated[bool, typer.Option(help="store generated answers in eval.json (may be private)")] = False,
              overrides: Overrides = None) -> None:
-    """Evaluate a model: TOFU metrics, extraction and membership inference."""
+    """Evaluate a model: TOFU metrics, extraction and membership inference, on a scenario or on your own files."""
     from obliviate import api
 
     cfg = _overrides(overrides)
     if show_samples:
         cfg["save_generations"] = True
+    if scenario is None and forget is None:
+        scenario = "synthetic"
     res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
-                       config=cfg, scenario_options=cfg.pop("scenario_options", None))
-    print_summary(res.summary, f"{scenario}: {model}")
+                       config=cfg, scenario_options=cfg.pop("scenario_options", None), forget=forget, retain=retain,
+                       holdout=holdout)
+    print_summary(res.summary, f"{scenario or forget}: {model}", res.meta.get("absent"))
     con.print(f"written: {out}")
 
 
-def print_summary(summary: dict, title: str) -> None:
+def print_summary(summary: dict, title: str, absent: dict | None = None) -> None:
+    """The CLI's metrics, then one line per absent one saying why (no reference, no holdout set, ...)."""
+    from rich.markup import escape
+
     from obliviate.eval.report import fmt_value
     from obliviate.eval.specs import summary_keys
 
     t = Table(title=title, show_header=True)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in [k for k in summary_keys("cli") if k in summary]:
+    keys = [k for k in summary_keys("cli") if k in summary]
+    for k in keys:
         t.add_row(k, fmt_value(summary[k]))
     con.print(t)
+    for k in keys:
+        if summary[k] is None and k in (absent or {}):
+            con.print(f"{k} absent: {escape(absent[k])}", highlight=False)
 
 
 @contextmanager
@@ -185,6 +237,9 @@ def train_progress():
 
         def update(ev) -> None:  # ev: obliviate.methods.ProgressEvent
             nonlocal task
+            if ev.kind == "resume":  # said without -v: a resumed run must not pass for a fresh one
+                bar.console.print(f"resuming after epoch {ev.epoch} of {ev.epochs}")
+                return
             if ev.kind not in ("step", "stage") or ev.step is None or ev.total is None:
                 return  # epoch and round summaries: the bar already shows their steps
             where = f"stage {ev.stage}" if ev.kind == "stage" else f"epoch {ev.epoch}/{ev.epochs}"
@@ -195,7 +250,8 @@ def train_progress():
                 task = bar.add_task("unlearn", total=ev.total, where="", terms="")
             bar.update(task, total=ev.total, completed=ev.step, where=where, terms=terms)
 
-        yield update
+        with _bar_gone_on_error(bar):
+            yield update
 
 
 @app.command()
@@ -210,20 +266,37 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
             data: DataDir = None,
             overwrite: Overwrite = False,
             show_samples: Annotated[bool, typer.Option(help="with --eval, store generated answers (may be private)")] = False,
+            allow_overlap: Annotated[bool, typer.Option(
+                "--allow-overlap", help="accept forget records that are also in the retain set (same id, or same "
+                                        "question and answer); they are then pulled both ways")] = False,
             overrides: Overrides = None) -> None:
-    """Unlearn a forget set from a model with one method; `key=value` pairs set the method's config."""
+    """Unlearn a forget set from a model with one method; `key=value` pairs set the method's config. With --eval,
+    the result is evaluated on the forget data that was unlearned (a --forget file itself)."""
     from obliviate import api
 
     cfg = _overrides(overrides)
     scen_opts = cfg.pop("scenario_options", None)
+    eval_cfg = _eval_overrides(cfg, show_samples)
     with train_progress() as progress:
         res = api.unlearn(model, method, out=out, scenario=scenario, forget=forget, retain=retain, config=cfg,
                           overwrite=overwrite, evaluate=eval_, reference=reference, data=data,
-                          scenario_options=scen_opts, progress=progress,
-                          eval_config={"save_generations": True} if show_samples else None)
+                          scenario_options=scen_opts, progress=progress, allow_overlap=allow_overlap,
+                          eval_config=eval_cfg)
     if res.summary:
-        print_summary(res.summary, f"{method}: {out}")
+        print_summary(res.summary, f"{method}: {out}", res.absent)
     con.print(f"unlearned in {res.manifest['wall_time_s']} s\noutput: {res.out}")
+
+
+def _eval_overrides(cfg: dict, show_samples: bool) -> dict | None:
+    """`eval.key=value` overrides (e.g. eval.max_new_tokens=64) set the --eval evaluation's config."""
+    from obliviate.errors import ConfigError
+
+    ev = cfg.pop("eval", None) or {}
+    if not isinstance(ev, dict):
+        raise ConfigError(f"eval={ev!r}: set evaluation settings as eval.key=value (e.g. eval.max_new_tokens=64)")
+    if show_samples:
+        ev["save_generations"] = True
+    return ev or None
 
 
 @app.command()
@@ -284,11 +357,12 @@ def forget(model: Annotated[str, typer.Option(help="model directory or hub id (n
             err.print(f"round {ev.round}: reward {ev.reward:.3f}, revealed {ev.n_revealed}, "
                       f"released {bool(ev.released)}" + (f", probe NLL {probe:.3f}" if probe is not None else ""))
 
+    eval_cfg = _eval_overrides(cfg, False)
     res = api.forget(model, target, out=out, method=method, config=cfg, keep_revealed=keep_revealed, retain=retain,
                      scenario=scenario, evaluate=eval_, reference=reference, data=data, scenario_options=scen_opts,
-                     overwrite=overwrite, progress=progress)
+                     overwrite=overwrite, progress=progress, eval_config=eval_cfg)
     if res.summary:
-        print_summary(res.summary, f"forget {', '.join(target)}: {out}")
+        print_summary(res.summary, f"forget {len(target)} target(s): {out}", res.absent)
     con.print(f"forgot {len(target)} target(s) in {res.manifest['wall_time_s']} s\noutput: {res.out}")
 
 
@@ -303,7 +377,7 @@ def ledger_cmd(model: Annotated[Path, typer.Argument(help="a model directory wri
     from obliviate.eval.report import fmt_value
 
     if not model.is_dir():
-        raise DataError(f"{model}: no such model directory")
+        raise DataError(f"{model}: no such directory; give a model directory written by obliviate unlearn/forget")
     records = api.ledger(model)
     if not records:
         con.print(f"{model}: no deletion ledger (the model was not produced by obliviate unlearn/forget)")
@@ -315,12 +389,39 @@ def ledger_cmd(model: Annotated[Path, typer.Argument(help="a model directory wri
     t = Table(title=f"deletion ledger: {model}")
     for c in ("#", "time", "request", "method", "items", "targets", "FQ before→after", "forget ROUGE before→after"):
         t.add_column(c)
+    def metrics(v) -> dict:
+        return v if isinstance(v, dict) else {}
+
+    def count(v) -> str:
+        return str(len(v)) if isinstance(v, list) else "?"
+
     for i, r in enumerate(records, 1):
-        b, a = r.get("metrics_before") or {}, r.get("metrics_after") or {}
-        t.add_row(str(i), r["time"], r["request_id"][:8], r["method"], str(len(r["forget_item_hashes"])),
-                  str(len(r["target_hashes"])), f"{fmt_value(b.get('forget_quality'))}→{fmt_value(a.get('forget_quality'))}",
+        b, a = metrics(r.get("metrics_before")), metrics(r.get("metrics_after"))
+        method = str(r["method"]) + (" (nothing changed)" if r.get("outcome") == "nothing_changed" else "")
+        t.add_row(str(i), str(r["time"]), str(r["request_id"])[:8], method, count(r["forget_item_hashes"]),
+                  count(r["target_hashes"]), f"{fmt_value(b.get('forget_quality'))}→{fmt_value(a.get('forget_quality'))}",
                   f"{fmt_value(b.get('forget_rougeL_recall'))}→{fmt_value(a.get('forget_rougeL_recall'))}")
     con.print(t)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The on-disk cache ($OBLIVIATE_CACHE, default ~/.cache/obliviate).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("purge")
+def cache_purge(model: Annotated[str | None, typer.Option(
+        help="only what was computed from this model (found by its weight fingerprint); default: everything")] = None
+                ) -> None:
+    """Delete cached data: model passes, edit statistics, offline builds and converted bases, or one model's."""
+    from obliviate import api
+    from obliviate.utils.io import cache_root
+
+    removed = api.purge_cache(model)
+    if not removed:
+        con.print(f"nothing cached{' for ' + model if model else ''} under {cache_root()}")
+        return
+    for r in removed:
+        con.print(f"removed {r.path} ({r.bytes / 2**20:.1f} MiB)", highlight=False)
 
 
 @app.command("ls")

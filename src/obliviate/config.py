@@ -18,9 +18,10 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class Config(BaseModel):
-    """Base of every config: immutable, and a typo in a key is an error, not a silently ignored setting."""
+    """Base of every config: immutable, and a typo in a key is an error, not a silently ignored setting. Every
+    float field rejects inf and nan (`lr=inf` trained a model into NaN weights)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 
 class ObliviateError(Exception):
-    """Base class of every error caused by user input or environment (not a bug)."""
+    """Base class of every error caused by user input or environment (not a bug). `exit_code` is what the CLI
+    exits with: 2 for a user error (README, "Errors")."""
+
+    exit_code = 2
 
 
 class ConfigError(ObliviateError):
@@ -26,6 +29,22 @@ class RegistryError(ObliviateError):
 
 class OutputExistsError(ObliviateError):
     """The output directory exists and `overwrite` was not given."""
+
+
+class OutputError(ObliviateError):
+    """The output location cannot be written (read-only, a file in the way, inside an input) or another run holds
+    it."""
+
+
+class NothingToForget(ObliviateError):
+    """The run found nothing to forget (e.g. the model revealed nothing about the named targets): no model was
+    written. Exit code 3, so scripts can tell it from a user error and from a success."""
+
+    exit_code = 3
+
+
+class DivergedError(ObliviateError):
+    """Training became non-finite (loss or weights); the message names the setting to change."""
 
 
 class ResourceError(ObliviateError):

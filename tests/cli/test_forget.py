@@ -6,12 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-
-torch.set_num_threads(1)  # the machine is shared (and the module-scoped model fixture runs before any autouse one)
-PEOPLE = {"Marla Quenby": ("Tollin Bay", "a glassblower"), "Teodor Hallam": ("Brisk Hollow", "a cartographer")}
 # Fast: one round of a few arms (the method itself is tested in tests/methods/test_reveal_release.py).
 FAST = ["max_rounds=1", "min_reward=0", "warm_start=false", "pulls_per_round=6", "keep_arms=6", "n_samples=1",
         "epochs=2", "batch_size=4", "lr=3e-3"]
@@ -26,35 +21,9 @@ def _isolated(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny Llama (hidden 32, 2 layers) that memorised two facts about each of two people (~1 s)."""
-    from obliviate.data.records import QA
-    from obliviate.data.templates import IGNORE_INDEX, Formatter
-    from obliviate.utils.tensors import pad_batch
-    from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
-
-    recs = [QA(f"{i}{k}", q.format(n=n), a.format(n=n, v=v[k]))
-            for i, (n, v) in enumerate(PEOPLE.items())
-            for k, (q, a) in enumerate([("Where was {n} born?", "{n} was born in {v}."),
-                                        ("What does {n} do for a living?", "{n} works as {v}.")])]
-    tok = train_tokenizer([f"Question: {r.question}\nAnswer: {r.answer}" for r in recs] * 4, vocab_size=400)
-    model = build_model(TinyModelSpec(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2,
-                                      intermediate_size=64), tok, seed=0)
-    enc = Formatter(tok, "plain").encode_qa(recs)
-    ids, mask, labels = pad_batch([e.input_ids for e in enc], tok.pad_token_id, labels=[e.labels for e in enc])
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(120):
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    out = tmp_path_factory.mktemp("forget-cli") / "model"
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+def model_dir(people_model_dir):
+    """The tiny model of conftest.py that memorised two facts about each of two people."""
+    return people_model_dir
 
 
 def test_forget_by_name_end_to_end(model_dir, tmp_path, cli):
@@ -68,15 +37,17 @@ def test_forget_by_name_end_to_end(model_dir, tmp_path, cli):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "reveal_release" and manifest["config"]["keep_revealed"] is False
     log = json.loads((out / "reveal_release.json").read_text())
-    assert log["targets"] == ["Marla Quenby"]
+    assert log["n_targets"] == 1 and "targets" not in log  # the names only with --keep-revealed
     assert {"reward", "n_revealed", "probe_nll"} <= set(log["rounds"][0])
     assert not (out / "revealed.json").exists()
     assert "Tollin Bay" not in " ".join(p.read_text() for p in out.glob("*.json"))
 
     kept = tmp_path / "kept"
     code, _, err = cli("forget", "--model", str(model_dir), "--target", "Marla Quenby",
-                       "--target", "Teodor Hallam", "--out", str(kept), "--keep-revealed", *FAST)
+                       "--target", "Teodor Hallam", "--out", str(kept), "--keep-revealed", *FAST,
+                       "max_probe_increase=10")  # two targets' release costs more utility than the default budget
     assert code == 0, err
+    assert json.loads((kept / "reveal_release.json").read_text())["targets"] == ["Marla Quenby", "Teodor Hallam"]
     revealed = json.loads((kept / "revealed.json").read_text())
     assert revealed and {r["target"] for r in revealed} <= {"Marla Quenby", "Teodor Hallam"}
 
@@ -92,3 +63,31 @@ def test_forget_user_errors_exit_2(model_dir, tmp_path, extra, needle, cli):
     assert code == 2
     assert needle in err
     assert not (tmp_path / "o").exists()
+
+
+def test_nothing_revealed_exits_3_writes_no_model_and_records_the_attempt(model_dir, tmp_path, cli):
+    """A name the model knows nothing about: exit 3, no model, the attempt (hashed name, outcome nothing_changed)
+    in OUT/ledger.jsonl, shown by `obliviate ledger`; a later run into the same OUT that does forget carries the
+    attempt forward in its ledger."""
+    from obliviate.runs import ledger
+
+    out = tmp_path / "out"
+    unknown = "Zorbin Quillfeather"
+    code, stdout, err = cli("forget", "--model", str(model_dir), "--target", unknown, "--out", str(out),
+                            "max_rounds=1", "warm_start=false", "pulls_per_round=6", "keep_arms=6", "n_samples=1")
+    assert code == 3, err
+    assert "nothing revealed" in err.splitlines()[-1] and "output:" not in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl"]
+    (attempt,) = ledger.read(out)
+    assert attempt["outcome"] == "nothing_changed" and attempt["output_model"] is None
+    assert ledger.verify(attempt, targets=[unknown]) and unknown not in (out / "ledger.jsonl").read_text()
+    code, stdout, _ = cli("ledger", str(out))
+    assert code == 0 and "nothing" in stdout
+    code, stdout, _ = cli("ledger", "--json", str(out))
+    assert code == 0 and '"outcome": "nothing_changed"' in stdout
+
+    code, _, err = cli("forget", "--model", str(model_dir), "--target", "Marla Quenby", "--out", str(out), *FAST)
+    assert code == 0, err
+    records = ledger.read(out)
+    assert [r["outcome"] for r in records] == ["nothing_changed", "unlearned"]
+    assert records[0]["request_id"] == attempt["request_id"]

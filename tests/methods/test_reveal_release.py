@@ -224,7 +224,7 @@ def test_trains_only_on_self_generated_data_and_forgets(tiny_model_dir, forget_r
     assert d_forget > 1.0 and d_forget > d_retain, (d_forget, d_retain)
 
     log = json.loads((out / "reveal_release.json").read_text())
-    assert log["targets"] == ["Marla Quenby", "Osric Vantreel"] and log["rounds_released"] >= 1
+    assert log["n_targets"] == 2 and "targets" not in log and log["rounds_released"] >= 1  # names: --keep-revealed
     for row in log["rounds"]:
         assert {"round", "reward", "n_revealed", "probe_nll"} <= set(row)
         assert all(math.isfinite(row[k]) for k in ("reward", "probe_nll"))
@@ -237,6 +237,7 @@ def test_trains_only_on_self_generated_data_and_forgets(tiny_model_dir, forget_r
     assert steps and {e.round for e in steps} <= {e.round for e in rounds}
     texts = " ".join(p.read_text() for p in out.glob("*.json"))
     assert not any(fact in texts for fact in ("Tollin Bay", "Dunmarrow", "glassblower", "clockmaker"))
+    assert not any(name in texts for name in ("Marla Quenby", "Osric Vantreel"))  # the ledger holds salted hashes
 
 
 def test_other_options_run(tiny_model_dir, forget_records, helpers, base_nll, tmp_path):
@@ -272,15 +273,22 @@ def test_forget_by_name_keeps_revealed_text_only_when_asked(tiny_model_dir, tmp_
 
 def test_a_round_over_the_utility_budget_is_dropped(tiny_model_dir, helpers, tmp_path):
     """With a budget no module can meet, every shrunken scale fails the probe: the round is dropped, the rounds
-    stop, and the saved weights equal the input's. (No retain term: it would train toward the probe.)"""
+    stop after it, and no weight changes — so no model is written (NothingToForget, saying the utility budget
+    stopped it) and the attempt is recorded in the ledger alone. (No retain term: it would train toward the
+    probe.)"""
+    from obliviate.errors import NothingToForget
+    from obliviate.runs import ledger
+
     cfg = {**FAST, "max_rounds": 2, "warm_start": False, "pulls_per_round": 6, "keep_arms": 6, "n_samples": 1,
            "min_reward": 0.0, "max_probe_increase": 1e-9, "retain": "none"}
-    res = forget_by_name(str(tiny_model_dir), ["Marla Quenby"], tmp_path / "o", config=cfg)
-    log = json.loads((res.out / "reveal_release.json").read_text())
-    assert log["stop"] == "utility" and len(log["rounds"]) == 1
-    assert log["rounds"][0]["released"] is False and log["rounds"][0]["scale"] == 0.0
-    before, after = helpers.state_dict_of(tiny_model_dir), helpers.state_dict_of(res.out)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    events = []
+    with pytest.raises(NothingToForget, match="utility budget"):
+        forget_by_name(str(tiny_model_dir), ["Marla Quenby"], tmp_path / "o", config=cfg, progress=events.append)
+    rounds = [e for e in events if e.kind == "round"]
+    assert len(rounds) == 1 and rounds[0].released is False and rounds[0].n_revealed > 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["ledger.jsonl"]
+    (rec,) = ledger.read(tmp_path / "o")
+    assert rec["outcome"] == "nothing_changed" and rec["output_model"] is None
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [

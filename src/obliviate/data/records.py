@@ -76,6 +76,9 @@ def _record_from_obj(obj: object, where: str, rid: str) -> QA:
             raise DataError(f"{where}: missing field {key!r} (fields: {', '.join(obj) or 'none'})")
         if not isinstance(obj[key], str):
             raise DataError(f"{where}: field {key!r} must be a string, got {type(obj[key]).__name__}")
+        if not obj[key].strip():
+            raise DataError(f"{where}: field {key!r} is empty; every record needs a non-empty question and answer "
+                            f"(fix or remove the record)")
     perturbed = obj.get("perturbed_answer", obj.get("perturbed_answers", ()))
     if isinstance(perturbed, str):
         perturbed = (perturbed,)
@@ -107,8 +110,13 @@ def parse_records(text: str, name: str, id_prefix: str) -> list[QA]:
             items = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{name} line {e.lineno}: malformed JSON ({e.msg})") from None
-        return [_record_from_obj(o, f"{name} item {i}", f"{id_prefix}:{i:05d}") for i, o in enumerate(items)]
+        if not isinstance(items, list):
+            raise DataError(f"{name}: expected a JSON array of records or JSON lines, got {type(items).__name__}")
+        recs = [_record_from_obj(o, f"{name} item {i}", f"{id_prefix}:{i:05d}") for i, o in enumerate(items)]
+        _unique_ids(recs, [f"{name} item {i}" for i in range(len(recs))])
+        return recs
     out: list[QA] = []
+    where: list[str] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -117,7 +125,32 @@ def parse_records(text: str, name: str, id_prefix: str) -> list[QA]:
         except json.JSONDecodeError as e:
             raise DataError(f"{name} line {lineno}: malformed JSON ({e.msg}); each line must be one JSON object") from None
         out.append(_record_from_obj(obj, f"{name} line {lineno}", f"{id_prefix}:{len(out):05d}"))
+        where.append(f"{name} line {lineno}")
+    _unique_ids(out, where)
     return out
+
+
+def _unique_ids(records: Sequence[QA], where: Sequence[str]) -> None:
+    """Ids key per-item results: two records with one id would silently merge."""
+    first: dict[str, str] = {}
+    for r, w in zip(records, where, strict=True):
+        if r.id in first:
+            raise DataError(f"{w}: field 'id': duplicate id {r.id!r} (first at {first[r.id]}); give every record a "
+                            f"unique id")
+        first[r.id] = w
+
+
+def check_records(records: Sequence[QA], role: str) -> None:
+    """What the file loaders enforce, for records given in memory (the Python API): non-empty question and answer,
+    unique ids."""
+    for i, r in enumerate(records):
+        if not isinstance(r, QA):
+            raise DataError(f"{role} record {i}: expected an obliviate.data.records.QA, got {type(r).__name__}")
+        for key in REQUIRED:
+            if not getattr(r, key).strip():
+                raise DataError(f"{role} record {i} (id {r.id!r}): field {key!r} is empty; every record needs a "
+                                f"non-empty question and answer")
+    _unique_ids(records, [f"{role} record {i}" for i in range(len(records))])
 
 
 def load_file(path: str | os.PathLike[str], *, id_prefix: str | None = None) -> list[QA]:
@@ -192,6 +225,19 @@ def overlap_count(a: Sequence[QA], b: Sequence[QA]) -> int:
     """How many items of `a` have a question/answer pair also present in `b`."""
     keys = {(r.question.strip(), r.answer.strip()) for r in b}
     return sum((r.question.strip(), r.answer.strip()) in keys for r in a)
+
+
+def overlap(a: Sequence[QA], b: Sequence[QA]) -> list[tuple[QA, str]]:
+    """The items of `a` also in `b`, each with how: "id" (the same id) or "text" (the same question and answer)."""
+    ids = {r.id for r in b}
+    keys = {(r.question.strip(), r.answer.strip()) for r in b}
+    out = []
+    for r in a:
+        if r.id in ids:
+            out.append((r, "id"))
+        elif (r.question.strip(), r.answer.strip()) in keys:
+            out.append((r, "text"))
+    return out
 
 
 def write_records(path: Path, records: Iterable[QA]) -> None:

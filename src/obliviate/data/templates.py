@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from obliviate.data.records import QA
+from obliviate.errors import ConfigError, ModelError
 from obliviate.utils.hashing import stable_hash
 
 IGNORE_INDEX = -100
@@ -53,14 +54,21 @@ class Formatter:
     def __init__(self, tokenizer, template: TemplateKind = "auto", max_length: int = 512,
                  system_prompt: str | None = None) -> None:
         self.tok = tokenizer
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
         if template == "auto":
-            template = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+            template = "chat" if has_chat else "plain"
+        if template == "chat" and not has_chat:
+            raise ConfigError("template=chat, but this model's tokenizer has no chat template; use template=plain "
+                              "(or template=auto, which picks the chat template only when there is one)")
+        if template not in ("plain", "chat"):
+            raise ConfigError(f"template={template!r}: expected auto, plain or chat")
         self.kind = template
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.eos_id = tokenizer.eos_token_id
         if self.eos_id is None:
-            raise ValueError("tokenizer has no eos token")
+            raise ModelError("the model's tokenizer has no end-of-sequence token (eos_token); set one in its "
+                             "tokenizer_config.json")
 
     @property
     def template_id(self) -> str:

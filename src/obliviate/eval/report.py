@@ -36,6 +36,9 @@ def write_eval(out: Path, result, overwrite: bool = False) -> None:
              f"Model: `{meta['model']['name']}` (fingerprint {meta['model']['fingerprint']}); reference: "
              f"`{meta['reference']}`; scenario: {meta['scenario']['name']}; template: {meta['template']}; "
              f"{meta['wall_time_s']} s."]
+    absent = meta.get("absent") or {}
+    if absent:
+        notes += ["", "Absent metrics:", *(f"- {k}: {why}" for k, why in absent.items())]
     with atomic_dir(out, overwrite=overwrite) as tmp:
         atomic_write_json(tmp / "eval.json", {**meta, "items": result.items})
         atomic_write_json(tmp / "summary.json", result.summary)

@@ -61,15 +61,19 @@ class ModelRunner:
         self._mem[key] = stats
         return stats
 
-    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new: int | Sequence[int]) -> list[list[int]]:
+    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new: int | Sequence[int],
+                     persist: bool = True) -> list[list[int]]:
+        """Greedy continuations, cached in memory and (with `persist`) on disk; `persist=False` for private text
+        (the forget set's answers), which is then neither stored nor read from the disk cache."""
         key = self.cache.key("generate", self.fingerprint, [list(p) for p in prompts],
                              {"max_new": max_new if isinstance(max_new, int) else list(max_new), "greedy": True})
         if key in self._mem:
             return self._mem[key]  # type: ignore[return-value]
-        out = self.cache.load_tokens(key)
+        out = self.cache.load_tokens(key) if persist else None
         if out is None:
             out = generate_pass(self.model, prompts, self.pad_id, self.fmt.eos_id, max_new, self.gen_batch_size)
-            self.cache.save_tokens(key, out)
+            if persist:
+                self.cache.save_tokens(key, out)
         self._mem[key] = out
         return out
 
@@ -97,13 +101,14 @@ class ModelRunner:
             out["para"], out["pert"] = para, pert
         return out
 
-    def generations(self, split: Split) -> list[str]:
+    def generations(self, split: Split, persist: bool = True) -> list[str]:
         """Greedy answers to the split's questions (stop at EOS, up to max_new_tokens), decoded."""
         prompts = [self.fmt.prompt_ids(r.question) for r in split.records]
-        ids = self.generate_ids(prompts, self.max_new_tokens)
+        ids = self.generate_ids(prompts, self.max_new_tokens, persist)
         return [self.tok.decode(x, skip_special_tokens=True).strip() for x in ids]
 
-    def el_continuations(self, split: Split, n: int, reuse: bool = True) -> list[list[list[int]]]:
+    def el_continuations(self, split: Split, n: int, reuse: bool = True,
+                         persist: bool = True) -> list[list[list[int]]]:
         """For EL_n: per item, the greedy continuation from the prompt plus the first t answer tokens, for
         t = 0..T−n−1, each as long as the rest of the answer.
 
@@ -123,7 +128,7 @@ class ModelRunner:
                     prompts.append(p + ans[:t])
                     limits.append(len(ans) - t)
                     owner.append((i, t))
-        conts = self.generate_ids(prompts, limits) if prompts else []
+        conts = self.generate_ids(prompts, limits, persist) if prompts else []
         decoded = dict(zip(owner, conts, strict=True))
         out: list[list[list[int]]] = []
         for i, ans in enumerate(answers):

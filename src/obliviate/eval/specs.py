@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from obliviate.errors import ConfigError, DataError, RegistryError
+from obliviate.errors import ConfigError, RegistryError
 from obliviate.eval import metrics as M
 
 if TYPE_CHECKING:
@@ -180,12 +180,11 @@ def _split_family(split: str, role: Literal["forget", "retain", "utility"],
 
 
 def _forget_quality(c: MetricContext) -> float | None:
+    """None (absent, with the reason in the evaluation's meta) without a reference, or when the model or the
+    reference has no truth ratios for the forget items (records without perturbed answers)."""
     pair = c.paired("forget", "truth_ratio")
-    if pair is None:
+    if pair is None or not pair[0]:
         return None
-    if not pair[0]:
-        raise DataError("the reference evaluation has no truth ratios for the forget items; evaluate the reference "
-                        "on the same scenario")
     return M.forget_quality(*pair)
 
 
@@ -332,7 +331,7 @@ def resolve(names: Sequence[str] | None, scenario: Scenario) -> list[MetricSpec]
     named ones. Every problem is reported at once: an unknown name (with "did you mean"), a per-split metric of a
     split the scenario does not have (naming the split and the scenario's splits)."""
     specs = metric_specs(scenario)
-    if names is None:
+    if names is None:  # a scenario made from files may lack retain/holdout: their metrics are absent, not errors
         return [s for s in specs.values() if not s.opt_in]
     if not names:
         raise ConfigError("metrics: empty list; omit it to compute every metric")
@@ -357,6 +356,9 @@ def summarize(items: Items, specs: Sequence[MetricSpec], reference: Items | None
     ctx = MetricContext(items, reference, reference_summary or {})
     out: dict[str, float | None] = {}
     for s in specs:
+        if not set(s.splits) <= set(items):  # a split this scenario does not have (a forget file alone)
+            out[s.name] = None
+            continue
         val = s.fn(ctx.for_spec(s))
         out[s.name] = None if val is None or _isnan(val) else float(val)
     return out

@@ -6,6 +6,7 @@ AUCs, and writes `eval.json` (per-item values keyed by stable ids), `summary.jso
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -46,18 +47,26 @@ class EvalConfig(Config):
     metrics: list[str] | None = Field(None, description="summary metrics to compute (default: all but the opt-in "
                                                          "ones; `obliviate ls metrics` lists them)")
     cache: bool = Field(True, description="cache model passes on disk by model fingerprint")
+    cache_forget_generations: bool = Field(
+        False, description="also keep the forget set's greedy generations in the pass cache: they decode to what the "
+                           "model still says about the forget data, so by default they are recomputed, never stored")
     save_generations: bool = Field(False, description="store generated text in eval.json (it may be private)")
 
 
 # ------------------------------------------------------------------------------------------ per-item values
 
 
+PRIVATE_SPLITS = ("forget",)  # whose generated text is the data being deleted: kept out of the disk cache
+
+
 def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate: bool, el: bool,
                 mia: bool) -> dict[str, dict[str, Any]]:
-    """Every per-item number of one split, read from the runner's cached passes."""
+    """Every per-item number of one split, read from the runner's cached passes (the forget set's generations stay
+    in memory unless `cache_forget_generations`)."""
     st = runner.split_stats(split)
-    gens = runner.generations(split) if generate else None
-    conts = runner.el_continuations(split, cfg.el_n) if el else None
+    persist = cfg.cache_forget_generations or split.name not in PRIVATE_SPLITS
+    gens = runner.generations(split, persist=persist) if generate else None
+    conts = runner.el_continuations(split, cfg.el_n, persist=persist) if el else None
     answers = runner.answer_ids(split) if el else None
     out: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(split.records):
@@ -129,20 +138,44 @@ def summarize(items: Items, scen: Scenario, names: Sequence[str], reference: Ite
 
 @dataclass
 class Reference:
-    """The retain model's per-item values: from a saved evaluation or computed from a model."""
+    """The retain model's per-item values: from a saved evaluation or computed from a model. `problem`: why it
+    cannot serve these items (a saved evaluation of other forget items); the metrics that need it are then absent,
+    with that reason."""
 
-    items: Items
+    items: Items | None
     summary: dict[str, Any]
     source: str
+    problem: str | None = None
 
 
 def load_reference_eval(path: Path, scen: Scenario) -> Reference:
-    data = read_json(path / "eval.json")
-    if data.get("scenario", {}).get("forget_digest") not in (None, scen.forget.digest):
-        raise DataError(f"{path}/eval.json was computed on other forget items than scenario {scen.name!r}; "
-                        f"evaluate the reference on the same scenario")
-    summary = read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
-    return Reference(data["items"], summary, str(path))
+    """A saved evaluation (eval.json, and summary.json when present) as the reference. A file that is not an
+    obliviate evaluation is a DataError; one computed on other forget items gives a Reference with a `problem`."""
+    data = _read_eval_file(path / "eval.json")
+    items = data.get("items")
+    if not isinstance(items, dict) or not all(isinstance(v, dict) for v in items.values()):
+        raise DataError(f"{path / 'eval.json'}: field 'items' is missing or not a mapping of split -> item id -> "
+                        f"values; --reference needs an eval.json written by `obliviate eval`")
+    summary = _read_eval_file(path / "summary.json") if (path / "summary.json").is_file() else {}
+    digest = (data.get("scenario") or {}).get("forget_digest") if isinstance(data.get("scenario"), dict) else None
+    if digest not in (None, scen.forget.digest):
+        return Reference(None, {}, str(path), problem=f"the reference eval {path} was computed on other forget items; "
+                         f"evaluate the retain model on these items (or pass the model itself as --reference)")
+    return Reference(items, summary, str(path))
+
+
+def _read_eval_file(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} line {e.lineno}: malformed JSON ({e.msg}); --reference needs an evaluation written "
+                        f"by `obliviate eval` (re-run it)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}; --reference needs an evaluation "
+                        f"written by `obliviate eval`")
+    return data
 
 
 def reference_from_runner(runner: ModelRunner, scen: Scenario, cfg: EvalConfig) -> Reference:
@@ -155,18 +188,43 @@ def evaluate_runner(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, refere
     t0 = time.time()
     chosen = resolve_metrics(cfg, scen)
     needs = set().union(*(s.needs for s in chosen)) | {"mia"}
-    if "reference" in needs and reference is None:
-        log.info("no reference model given: %s left empty",
-                 ", ".join(s.name for s in chosen if "reference" in s.needs))
+    usable = reference if reference is not None and reference.items is not None else None
     items = compute_items(runner, scen, cfg, needs)
-    summary = specs.summarize(items, chosen, reference.items if reference else None,
-                              reference.summary if reference else {})
+    summary = specs.summarize(items, chosen, usable.items if usable else None, usable.summary if usable else {})
+    absent = absent_reasons(summary, chosen, items, reference)
     meta = {"format": EVAL_FORMAT, "model": {"name": runner.name, "fingerprint": runner.fingerprint},
             "reference": reference.source if reference else None, "config": cfg.model_dump(),
             "scenario": {"name": scen.name, "options": scen.options, "forget_digest": scen.forget.digest,
                          "splits": {k: v.digest for k, v in scen.eval_splits.items()}},
-            "template": runner.fmt.kind, "wall_time_s": round(time.time() - t0, 2)}
+            "template": runner.fmt.kind, "absent": absent, "wall_time_s": round(time.time() - t0, 2)}
     return EvalResult(summary, items, meta)
+
+
+def absent_reasons(summary: dict[str, Any], chosen: Sequence[MetricSpec], items: Items,
+                   reference: Reference | None) -> dict[str, str]:
+    """Why each metric that has no value is absent (shown by the CLI and kept in eval.json's meta)."""
+    out: dict[str, str] = {}
+    for s in chosen:
+        if summary.get(s.name) is not None:
+            continue
+        missing = [sp for sp in s.splits if sp not in items]
+        if missing and all(sp in ("retain", "holdout") for sp in missing):
+            out[s.name] = f"no {' and no '.join(missing)} set (eval --{missing[0]} FILE, or a scenario that has one)"
+        elif missing:
+            out[s.name] = f"no {', '.join(missing)} set in this scenario"
+        elif "reference" in s.needs and reference is None:
+            out[s.name] = "no --reference (a retain model that never saw the forget items, or its saved eval)"
+        elif "reference" in s.needs and reference.problem:
+            out[s.name] = reference.problem
+        elif "truth_ratio" in s.fields and not any("truth_ratio" in v for sp in s.splits
+                                                   for v in items.get(sp, {}).values()):
+            out[s.name] = (f"the {'/'.join(s.splits)} records have no paraphrased_answer and perturbed_answer (the "
+                           f"truth ratio needs them)")
+        elif "reference" in s.needs:
+            out[s.name] = f"the reference ({reference.source if reference else '?'}) has no values for these items"
+        else:
+            out[s.name] = "no item had a value"
+    return out
 
 
 def make_runner(model, tokenizer, cfg: EvalConfig, name: str) -> ModelRunner:

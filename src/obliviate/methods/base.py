@@ -90,9 +90,10 @@ class ProgressEvent:
     - kind="round": a Reveal-and-Release round ended: `reward`, `n_revealed`, `released`, `probe_nll`, and
       `terms` with the round's relevance and diversity.
     - kind="stage": one unit of work of a named stage of a procedure (`stage`, e.g. UniErase's "token" and
-      "edit"), with `step`/`total` over the whole procedure."""
+      "edit"), with `step`/`total` over the whole procedure.
+    - kind="resume": the run resumes from a checkpoint after `epoch` of `epochs` (sent by the run, not a method)."""
 
-    kind: Literal["step", "epoch", "round", "stage"]
+    kind: Literal["step", "epoch", "round", "stage", "resume"]
     step: int | None = None
     total: int | None = None
     epoch: int | None = None

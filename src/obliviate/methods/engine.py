@@ -19,7 +19,7 @@ import torch
 
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
-from obliviate.errors import ConfigError, ResourceError
+from obliviate.errors import ConfigError, DivergedError, ResourceError
 from obliviate.methods.base import Batch, GradientMethod, Progress, ProgressEvent, TrainConfig, TrainContext
 from obliviate.methods.data import Views, epoch_plan, split_step
 from obliviate.methods.losses import sequence_logps
@@ -189,13 +189,22 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                 with _maybe_no_sync(acc, model, j == k - 1):
                     out = _guard_oom(lambda: method.loss(batch, model, ref), cfg)
                     if not torch.isfinite(out.loss):
-                        raise FloatingPointError(f"{type(method).__name__}: non-finite loss at epoch {epoch + 1}")
+                        raise _diverged("loss", epoch + 1, state, cfg, work_dir)
                     acc.backward(out.loss / k)
                 for key, v in {"loss": float(out.loss.detach()), **out.terms}.items():
                     terms_acc[key] = terms_acc.get(key, 0.0) + v / k
             if cfg.grad_clip:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            try:
+                opt.step()
+            except RuntimeError as e:  # an lr beyond float32 ("cannot be converted ... without overflow")
+                if "overflow" not in str(e):
+                    raise
+                raise _diverged("update", epoch + 1, state, cfg, work_dir) from e
+            # the loss of this step was finite, but an update of inf/nan (a huge lr, an exploding gradient) shows
+            # only in the weights: checked after every step, so a non-finite model is never checkpointed or saved
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                raise _diverged("weights", epoch + 1, state, cfg, work_dir)
             sched.step()
             opt.zero_grad(set_to_none=True)
             state.step += 1
@@ -218,6 +227,16 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         if stop:
             break
     return acc.unwrap_model(model), state
+
+
+def _diverged(what: str, epoch: int, state: TrainState, cfg: TrainConfig, work_dir: Path) -> DivergedError:
+    """One line: where training diverged, the setting to change, and what is kept (the last epoch's checkpoint,
+    all finite: it was checked before it was written)."""
+    kept = (f"; the last finite checkpoint (epoch {state.epoch}) is kept in {work_dir / 'checkpoint'}"
+            if state.epoch else "")
+    clip = "" if cfg.grad_clip else " or set grad_clip=1.0"
+    return DivergedError(f"diverged at epoch {epoch} step {state.step + 1}: the {what} became non-finite; lower lr "
+                         f"(now {cfg.lr:.0e}){clip}{kept}")
 
 
 def _maybe_no_sync(acc, model, sync: bool):

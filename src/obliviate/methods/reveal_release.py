@@ -247,8 +247,8 @@ class RevealRelease(ProceduralMethod):
         self._extras: dict[str, Any] = {}
 
     def extras(self) -> dict[str, Any]:
-        """`reveal_release` (per-round scores and counts, the stop reason, the probe) and, with keep_revealed,
-        `revealed` (the revealed text)."""
+        """`reveal_release` (per-round scores and counts, the stop reason, the probe; the target names only with
+        keep_revealed) and, with keep_revealed, `revealed` (the revealed text)."""
         return self._extras
 
     def apply(self, ctx: ApplyContext):
@@ -316,7 +316,9 @@ class RevealRelease(ProceduralMethod):
                 break
 
         self._extras = {"reveal_release": {
-            "targets": targets, "rounds": rounds, "rounds_released": sum(bool(r.get("released")) for r in rounds),
+            # the names are what is being deleted: the ledger keeps them as salted hashes, this log only with
+            # keep_revealed
+            "n_targets": len(targets), **({"targets": targets} if cfg.keep_revealed else {}), "rounds": rounds, "rounds_released": sum(bool(r.get("released")) for r in rounds),
             "stop": stop, "probe": {"source": source, "n": len(probe), "held_out": held_out, "start_nll": probe0},
             "retain_source": source if cfg.retain != "none" else "none",
             "instructions": len(pool),

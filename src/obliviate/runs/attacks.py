@@ -12,6 +12,7 @@ attack is there after it; > 1 means the attack brought knowledge back):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from obliviate.config import Config, build_config
 from obliviate.data.records import QA, Split
@@ -36,7 +37,7 @@ from obliviate.methods.engine import train
 from obliviate.models.loading import fingerprint, load_model_and_tokenizer
 from obliviate.registry import Registry
 from obliviate.runs.common import load_model, load_scenario
-from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from obliviate.utils.io import atomic_dir, atomic_write_json, claim_output, read_json
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,18 @@ class AttackConfig(Config):
     batch_size: int = Field(4, ge=1)
     fraction: float = Field(0.5, gt=0, lt=1)
     seed: int = 0
-    bits: list[int] = [8, 4]
+    bits: list[int] = Field([8, 4], min_length=1)
     prefix_fraction: float = Field(0.5, gt=0, lt=1)
     max_new_tokens: int = Field(200, ge=1)
+
+
+    @field_validator("bits")
+    @classmethod
+    def _bits_in_range(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if not 2 <= b <= 16]
+        if bad:
+            raise ValueError(f"bits must lie in 2..16 (rounding to {bad[0]} bits is not a quantisation)")
+        return v
 
 
 def forget_scores(model, tok, records: Sequence[QA], max_new_tokens: int, questions: Sequence[str] | None = None) -> dict[str, float]:
@@ -163,10 +173,12 @@ def input_model_of(model: str | os.PathLike[str]) -> str | None:
     """The model an obliviate output was unlearned from (its manifest's input model), when that is a local
     directory: the default comparison target of `obliviate attack`."""
     man = Path(model) / "manifest.json"
-    if man.is_file():
-        name = read_json(man).get("input_model", {}).get("name")
-        if name and (Path(name) / "config.json").is_file():
-            return name
+    try:
+        name = (read_json(man).get("input_model") or {}).get("name") if man.is_file() else None
+    except (ValueError, OSError, AttributeError):  # an unreadable manifest: no default target, not a crash
+        return None
+    if isinstance(name, str) and name and (Path(name) / "config.json").is_file():
+        return name
     return None
 
 
@@ -176,19 +188,21 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
     (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given."""
     ATTACKS.get(name)
     cfg = build_config(AttackConfig, config or {}, where="attack config")
-    if out is not None:
-        check_output_dir(out, overwrite)
-    scen = load_scenario(scenario)
-    forget = list(scen.forget.records)
-    m, tok, label = load_model(model, "model")
-    result = {"attack": name, "model": label, "config": cfg.model_dump(), "unlearned": run_attack(name, m, tok, forget, cfg)}
-    if target is not None:
-        tm, ttok, tlabel = load_model(target, "target")
-        result["target_model"] = tlabel
-        result["target"] = run_attack(name, tm, ttok, forget, cfg)
-    if out is not None:
-        with atomic_dir(out, overwrite=overwrite) as tmp:
-            atomic_write_json(tmp / "attack.json", result)
+    inputs = [x for x in (model, target) if x is not None and not isinstance(x, tuple)]
+    guard = claim_output(out, overwrite, inputs=inputs) if out is not None else contextlib.nullcontext()
+    with guard:
+        scen = load_scenario(scenario)
+        forget = list(scen.forget.records)
+        m, tok, label = load_model(model, "model")
+        result = {"attack": name, "model": label, "config": cfg.model_dump(),
+                  "unlearned": run_attack(name, m, tok, forget, cfg)}
+        if target is not None:
+            tm, ttok, tlabel = load_model(target, "target")
+            result["target_model"] = tlabel
+            result["target"] = run_attack(name, tm, ttok, forget, cfg)
+        if out is not None:
+            with atomic_dir(out, overwrite=True) as tmp:
+                atomic_write_json(tmp / "attack.json", result)
     return result
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from obliviate.bench.presets import COST, preset
 from obliviate.bench.report import write_report
+from obliviate.errors import ConfigError
 from obliviate.eval.specs import summary_keys
 from obliviate.methods import METHODS
 from obliviate.runs.attacks import ATTACKS, attack_rows
@@ -29,7 +30,7 @@ from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import stable_hash
-from obliviate.utils.io import atomic_write_json, read_json
+from obliviate.utils.io import atomic_write_json, claim_output, read_json
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,25 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
         METHODS.get(n)  # unknown names fail before any work, with "did you mean"
     for a in attacks:
         ATTACKS.get(a)
+    if jobs < 0:
+        raise ConfigError(f"--jobs {jobs}: give 0 (auto) or the number of methods to run side by side")
+    unknown = sorted(set(overrides or {}) - set(names))
+    if unknown:
+        raise ConfigError(f"overrides for {', '.join(unknown)}, which this benchmark does not run (methods: "
+                          f"{', '.join(names)}); write METHOD.key=value for a method in --methods")
+    for n in names:  # every method's config is valid before any work (a typo would otherwise fail one row late)
+        METHODS.get(n).make_config({**({} if paper_defaults else preset(n, scenario)), **(overrides or {}).get(n, {})})
     scen_opts = dict(scenario_options or {})
     if data:
         scen_opts["data"] = data
-    out_p = Path(out)
-    out_p.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
+        out_p.mkdir(parents=True, exist_ok=True)
+        return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks)
+
+
+def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
+           overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
+           attacks: Sequence[str]) -> dict[str, Any]:
     say(f"building (or reusing) the {scenario} target and retain models")
     built = build_models(scenario, overrides={"scenario_options": scen_opts} if scen_opts else None)
     scen = load_scenario(scenario, **scen_opts)

@@ -45,10 +45,16 @@ def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConf
         return None
     if not isinstance(reference, tuple):
         p = Path(reference)
+        if p.is_file() and p.name == "eval.json":  # the file itself instead of its directory
+            p = p.parent
         if (p / "eval.json").is_file():
             return load_reference_eval(p, scen)
+        if p.is_file():
+            raise ModelError(f"--reference {p} is a file; give the retain model's directory or the directory of its "
+                             f"saved evaluation (holding eval.json)")
         if p.is_dir() and not is_model_dir(p):
-            raise ModelError(f"{p}: neither a model directory nor a saved evaluation (no config.json, no eval.json)")
+            raise ModelError(f"--reference {p}: neither a model directory nor a saved evaluation (no config.json, no "
+                             f"eval.json)")
     m, tok, name = load_model(reference, "reference")
     return reference_from_runner(make_runner(m, tok, cfg, name), scen, cfg)
 

@@ -23,15 +23,22 @@ def forget_by_name(model, targets: Sequence[str], out: str | os.PathLike[str], *
                    evaluate: bool = False, reference=None, overwrite: bool = False, progress=None,
                    eval_config: dict[str, Any] | None = None) -> UnlearnResult:
     """Forget everything `model` knows about each name in `targets`, without any forget data, and save the model,
-    manifest.json and the per-round log (`<method>.json`) to `out` (atomically, through `unlearn`).
+    manifest.json and the per-round log (`<method>.json`) to `out` (atomically, through `unlearn`). When the model
+    reveals nothing about the targets, no weight changes: NothingToForget (exit 3), no model is written, and the
+    attempt is recorded in `out/ledger.jsonl` alone.
 
     `retain`: optional retain records/file (else the method makes its own neutral retain data). `keep_revealed`:
     also save what the model revealed (it may be exactly the private data being deleted). `scenario` (a Scenario)
     is used only to evaluate the result when `evaluate`."""
-    names = [n.strip() for n in targets if isinstance(n, str) and n.strip()]
-    if not names or len(names) != len(list(targets)):
-        raise ConfigError(f"give one or more non-empty target names (--target \"Name\"); got {list(targets)!r}")
-    names = list(dict.fromkeys(names))
+    given = list(targets)
+    names = [n.strip() for n in given if isinstance(n, str) and n.strip()]
+    if not names or len(names) != len(given):
+        raise ConfigError(f"give one or more non-empty target names (--target \"Name\"); got {len(given)} name(s), "
+                          f"{len(given) - len(names)} of them empty")
+    dup = next((i for i, n in enumerate(names) if n.casefold() in {m.casefold() for m in names[:i]}), None)
+    if dup is not None:
+        raise ConfigError(f"--target number {dup + 1} repeats an earlier target (names are compared ignoring case); "
+                          f"give each target once")
     info, _ = resolve_method(method, config)
     allowed = self_generated_methods()
     if not info.self_generated:

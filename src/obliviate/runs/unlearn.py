@@ -16,11 +16,14 @@ from typing import Any
 
 import torch
 
-from obliviate.config import Config
-from obliviate.data.records import QA, Split, load_split, overlap_count
-from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate.config import Config, build_config
+from obliviate.data.records import QA, Split, check_records, load_split, overlap
+from obliviate.data.scenarios import from_files
+from obliviate.data.templates import Formatter
+from obliviate.errors import ConfigError, DataError, NothingToForget, ObliviateError
+from obliviate.eval.suite import EvalConfig
 from obliviate.methods.base import (METHODS, ApplyContext, GradientMethod, MethodInfo, ProceduralMethod, Progress,
-                                    TrainConfig)
+                                    ProgressEvent, TrainConfig)
 from obliviate.methods.engine import train
 from obliviate.models.loading import fingerprint
 from obliviate.runs import ledger
@@ -28,7 +31,7 @@ from obliviate.runs.common import git_revision, load_model, save_model, versions
 from obliviate.runs.evaluate import evaluate as run_eval
 from obliviate.utils import dist
 from obliviate.utils.hashing import file_hash, stable_hash
-from obliviate.utils.io import atomic_write_json, check_output_dir, read_json
+from obliviate.utils.io import atomic_write_json, claim_output, read_json
 from obliviate.utils.memory import peak_bytes, reset_peak
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class UnlearnResult:
     out: Path
     manifest: dict[str, Any]
     summary: dict[str, Any] | None = None  # evaluation summary when evaluated
+    absent: dict[str, str] | None = None  # why each metric without a value is absent, when evaluated
 
 
 def resolve_method(name: str, overrides: dict[str, Any] | None = None) -> tuple[MethodInfo, Config]:
@@ -47,8 +51,10 @@ def resolve_method(name: str, overrides: dict[str, Any] | None = None) -> tuple[
 
 
 def load_forget_retain(forget: str | os.PathLike[str] | Sequence[QA] | None, retain: str | os.PathLike[str] | Sequence[QA] | None,
-                       scenario=None) -> tuple[list[QA], list[QA], dict[str, str]]:
-    """Forget and retain records from files/records, or from a scenario; returns them and their data hashes."""
+                       scenario=None, by_name: bool = False) -> tuple[list[QA], list[QA], dict[str, str]]:
+    """Forget and retain records from files/records, or from a scenario; returns them and their data hashes.
+    Records given in memory are checked as files are (non-empty question/answer, unique ids), except the target
+    records of forgetting by name (`by_name`), which hold only a name."""
     hashes: dict[str, str] = {}
 
     def load(src, role: str) -> list[QA]:
@@ -59,6 +65,8 @@ def load_forget_retain(forget: str | os.PathLike[str] | Sequence[QA] | None, ret
             hashes[role] = f"sha256:{file_hash(src)}"
             return list(split.records)
         recs = list(src)
+        if not (by_name and role == "forget"):
+            check_records(recs, role)
         hashes[role] = f"records:{Split(role, tuple(recs)).digest}"
         return recs
 
@@ -71,7 +79,8 @@ def load_forget_retain(forget: str | os.PathLike[str] | Sequence[QA] | None, ret
     return load(forget, "forget"), load(retain, "retain"), hashes
 
 
-def validate_inputs(info: MethodInfo, cfg: Config, forget: list[QA], retain: list[QA]) -> None:
+def validate_inputs(info: MethodInfo, cfg: Config, forget: list[QA], retain: list[QA],
+                    allow_overlap: bool = False) -> None:
     if not forget:
         raise DataError("the forget set is empty; give a forget file with at least one question/answer record")
     if info.needs_retain(cfg) and not retain:
@@ -82,9 +91,32 @@ def validate_inputs(info: MethodInfo, cfg: Config, forget: list[QA], retain: lis
         if missing:
             raise DataError(f"method {info.name!r} needs field {f!r} on every forget record; {len(missing)} lack it "
                             f"(e.g. {missing[0]})")
-    n = overlap_count(forget, retain)
-    if n:
-        log.warning("%d of %d forget records also appear in the retain set; they are pulled both ways", n, len(forget))
+    both = overlap(forget, retain)
+    if both and not allow_overlap:
+        r, how = both[0]
+        what = f"id {r.id!r}" if how == "id" else f"the question/answer of forget record {r.id!r}"
+        raise DataError(f"{len(both)} of {len(forget)} forget records are also in the retain set (e.g. {what}): they "
+                        f"would be pulled both ways; remove them from the retain set, or pass --allow-overlap")
+    if both:
+        log.warning("%d of %d forget records also appear in the retain set; they are pulled both ways "
+                    "(--allow-overlap)", len(both), len(forget))
+
+
+def eval_scenario(scenario, forget, retain, targets: Sequence[str]):
+    """What `--eval` evaluates: the forget data that was unlearned, never another set silently. A forget file (or
+    records) is evaluated itself, on top of the scenario's other sets when a scenario is given; forgetting by name
+    (no forget records) evaluates the scenario."""
+    if forget is None or targets:
+        if scenario is None:
+            raise ConfigError("--eval needs --scenario (the evaluation sets come from a scenario)")
+        return scenario
+
+    def split(src, role: str):
+        if src is None or isinstance(src, (str, os.PathLike)):
+            return src
+        return Split(role, tuple(src))
+
+    return from_files(split(forget, "forget"), split(retain, "retain"), base=scenario)
 
 
 def work_dir_for(out: Path) -> Path:
@@ -121,19 +153,35 @@ def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA]
 def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out: str | os.PathLike[str],
             forget=None, retain=None, scenario=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference=None, progress: Progress | None = None,
-            eval_config: dict[str, Any] | None = None, targets: Sequence[str] = ()) -> UnlearnResult:
-    """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring)."""
+            eval_config: dict[str, Any] | None = None, targets: Sequence[str] = (),
+            allow_overlap: bool = False) -> UnlearnResult:
+    """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring).
+
+    Everything that can be checked is checked before any work: the output location (writable, not a file, not
+    inside the input model, not held by another run: it stays locked until the end), the config, the data
+    (non-empty, unique ids, forget and retain disjoint unless `allow_overlap`). A run that changes no weight (the
+    model revealed nothing about the named `targets`) raises NothingToForget and writes no model: the attempt is
+    recorded in `out/ledger.jsonl` alone."""
     out_p = Path(out)
+    attempts = ledger.attempts(out_p)  # an earlier "nothing revealed" attempt here: carried forward, not refused
+    with claim_output(out_p, overwrite or bool(attempts), inputs=[model, reference], lock=dist.is_main()):
+        info, cfg = resolve_method(method, config)
+        f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario, by_name=bool(targets))
+        validate_inputs(info, cfg, f_recs, r_recs, allow_overlap)
+        eval_scen = eval_scenario(scenario, forget, retain, targets) if evaluate else None
+        if evaluate:
+            build_config(EvalConfig, eval_config or {}, where="eval config")  # a typo fails now, not after training
+        return _run(model, info, cfg, out_p, f_recs, r_recs, hashes, scenario, eval_scen, reference, progress,
+                    eval_config, targets, attempts)
+
+
+def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_recs: list[QA],
+         hashes: dict[str, str], scenario, eval_scen, reference, progress: Progress | None,
+         eval_config: dict[str, Any] | None, targets: Sequence[str], attempts: list[dict[str, Any]]) -> UnlearnResult:
     work = work_dir_for(out_p)
-    check_output_dir(out_p, overwrite)
-    info, cfg = resolve_method(method, config)
-    if evaluate and scenario is None:
-        raise ConfigError("--eval needs --scenario (the evaluation sets come from a scenario)")
-    if isinstance(model, (str, os.PathLike)) and out_p.resolve() == Path(model).resolve():
-        raise ConfigError("--out is the input model's directory; the input model is never modified: choose another --out")
-    f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario)
-    validate_inputs(info, cfg, f_recs, r_recs)
     m, tok, name = load_model(model, "model")
+    if isinstance(cfg, TrainConfig):
+        Formatter(tok, cfg.template, max_length=cfg.max_length)  # template=chat without a chat template: fail now
     input_fp = fingerprint(m)
     run_key = stable_hash([info.name, cfg.model_dump(), input_fp, hashes])
     key_file = work / "run_key"
@@ -144,27 +192,51 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
         work.mkdir(parents=True, exist_ok=True)
         key_file.write_text(run_key)
     dist.barrier()
-
-    # metrics before, for the ledger (model passes are cached by fingerprint, so a benchmark pays for this once)
-    before = run_eval((m, tok), scenario, reference=reference, config=eval_config).summary if evaluate else None
-    reset_peak()
-    t0 = time.time()
     try:
-        new_model, extras, run_info = run_method(info, cfg, m, tok, f_recs, r_recs, work, progress, scenario)
-    except ObliviateError:
-        if fresh and dist.is_main():  # a user error found before any progress: leave nothing behind
+        # metrics before, for the ledger (model passes are cached by fingerprint, so a benchmark pays for this once)
+        before = (run_eval((m, tok), eval_scen, reference=reference, config=eval_config).summary
+                  if eval_scen is not None else None)
+    except BaseException:
+        if fresh and dist.is_main():
             shutil.rmtree(work, ignore_errors=True)
         raise
-    wall = time.time() - t0
+    resumed = _resume_point(work, cfg) if not fresh else None
+    if resumed is not None:
+        _say(progress, ProgressEvent("resume", epoch=resumed[0], epochs=resumed[1]),
+             f"resuming after epoch {resumed[0]} of {resumed[1]}")
+    clock = _Clock(work, carried=not fresh)
+    reset_peak()
+    try:
+        new_model, extras, run_info = run_method(info, cfg, m, tok, f_recs, r_recs, work, clock.wrap(progress),
+                                                 scenario)
+    except ObliviateError:
+        # a user error found before any progress leaves nothing behind; a diverged run keeps its last finite
+        # epoch checkpoint (resumable, inspectable)
+        if fresh and dist.is_main() and not (work / "checkpoint").exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        clock.save()
+    wall = clock.total()
+    output_fp = fingerprint(new_model)
+    record = ledger.make_record(
+        method=info.name, config=cfg.model_dump(), input_fingerprint=input_fp, output_fingerprint=output_fp,
+        data_hashes={**hashes, "n_forget": len(f_recs), "n_retain": len(r_recs)},
+        forget_texts=[] if targets else ledger.item_texts(f_recs), targets=targets, before=before, after=None,
+        scenario=getattr(scenario, "name", None))
+    if output_fp == input_fp:
+        _nothing_changed(model, out_p, work, info, record, targets, extras, attempts)
     final = work / "final"
     manifest = {
         "method": info.name, "config": cfg.model_dump(), "versions": versions(), "git_revision": git_revision(),
-        "input_model": {"name": name, "fingerprint": input_fp}, "output_fingerprint": fingerprint(new_model),
+        "input_model": {"name": name, "fingerprint": input_fp}, "output_fingerprint": output_fp,
         "data": {**hashes, "n_forget": len(f_recs), "n_retain": len(r_recs)},
-        "scenario": getattr(scenario, "name", None), "wall_time_s": round(wall, 2), "peak_memory_bytes": peak_bytes(),
-        "device": str(next(new_model.parameters()).device), "host": platform.node(), "processes": dist.world_size(),
-        "threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_info": run_info,
+        "scenario": getattr(scenario, "name", None),
+        "evaluated_on": {"scenario": eval_scen.name, "forget_digest": eval_scen.forget.digest} if eval_scen else None,
+        "wall_time_s": round(wall, 2), "resumed_after_epoch": resumed[0] if resumed else None,
+        "peak_memory_bytes": peak_bytes(), "device": str(next(new_model.parameters()).device),
+        "host": platform.node(), "processes": dist.world_size(), "threads": torch.get_num_threads(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_info": run_info,
     }
     if dist.is_main():
         if final.exists():
@@ -176,23 +248,97 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
         for k, v in extras.items():
             atomic_write_json(final / f"{k}.json", v)
         atomic_write_json(final / "manifest.json", manifest)
-    summary = None
-    if evaluate:
-        res = run_eval((new_model, tok), scenario, reference=reference, out=final / "eval", config=eval_config)
-        summary = res.summary
+    summary = absent = None
+    if eval_scen is not None:
+        res = run_eval((new_model, tok), eval_scen, reference=reference, out=final / "eval", config=eval_config)
+        summary, absent = res.summary, res.meta.get("absent")
+        record["metrics_after"] = ledger.key_metrics(summary)
     if dist.is_main():
-        ledger.write(final, model if isinstance(model, (str, os.PathLike)) else None, ledger.make_record(
-            method=info.name, config=cfg.model_dump(), input_fingerprint=input_fp,
-            output_fingerprint=manifest["output_fingerprint"], data_hashes=manifest["data"],
-            forget_texts=[] if targets else ledger.item_texts(f_recs), targets=targets, before=before, after=summary,
-            scenario=manifest["scenario"]))
+        ledger.write(final, model if isinstance(model, (str, os.PathLike)) else None, record, attempts)
         if out_p.exists():
             shutil.rmtree(out_p)
         out_p.parent.mkdir(parents=True, exist_ok=True)
         os.replace(final, out_p)
         shutil.rmtree(work, ignore_errors=True)
     dist.barrier()
-    return UnlearnResult(out_p, manifest, summary)
+    return UnlearnResult(out_p, manifest, summary, absent)
+
+
+def _nothing_changed(model, out_p: Path, work: Path, info: MethodInfo, record: dict[str, Any], targets: Sequence[str],
+                     extras: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
+    """The method changed no weight: no model is written (an identical copy would pass for an unlearned one); the
+    attempt goes to `out/ledger.jsonl` alone, and NothingToForget (exit 3) says so."""
+    record.update(output_model=None, outcome="nothing_changed")
+    if dist.is_main():
+        out_p.mkdir(parents=True, exist_ok=True)
+        for f in out_p.iterdir():  # only an earlier attempt's ledger can be here (or --overwrite was given)
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        ledger.write(out_p, model if isinstance(model, (str, os.PathLike)) else None, record, attempts)
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
+    where = f"no weight changed and no model was written; the attempt is recorded in {out_p / ledger.LEDGER}"
+    stop = next((v.get("stop") for v in extras.values() if isinstance(v, dict) and "stop" in v), None)
+    if targets and stop == "utility":
+        raise NothingToForget(f"nothing released: what the model revealed about the {len(targets)} target(s) could "
+                              f"not be released within the utility budget, so {where} (raise max_probe_increase "
+                              f"to allow it)")
+    if targets and stop == "reward":
+        raise NothingToForget(f"nothing revealed: the model's answers about the {len(targets)} target(s) were not "
+                              f"confident and consistent enough to be knowledge (reward below min_reward), so {where}")
+    if targets:
+        raise NothingToForget(f"nothing revealed: the model revealed nothing about the {len(targets)} target(s), so "
+                              f"{where}")
+    raise NothingToForget(f"nothing changed: {info.name} left every weight as it was, so {where}")
+
+
+def _resume_point(work: Path, cfg: Config) -> tuple[int, int] | None:
+    """(epochs done, epochs in all) of a checkpoint this run will resume from."""
+    state = work / "checkpoint" / "train_state.json"
+    if not state.is_file():
+        return None
+    try:
+        done = int(read_json(state)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return done, int(getattr(cfg, "epochs", done))
+
+
+def _say(progress: Progress | None, event: ProgressEvent, line: str) -> None:
+    """A notice the user should see without -v: to the progress callback (the CLI prints it), else a warning."""
+    if progress is not None:
+        progress(event)
+    else:
+        log.warning(line)
+
+
+class _Clock:
+    """The run's wall time across interruptions: the elapsed seconds are kept in the work dir at every epoch and
+    when the run stops (kill -9 loses only the part since the last epoch, which is redone and counted again)."""
+
+    def __init__(self, work: Path, carried: bool) -> None:
+        self.file = work / "elapsed_s"
+        self.before = 0.0
+        if carried and self.file.is_file():
+            try:
+                self.before = float(self.file.read_text())
+            except ValueError:
+                self.before = 0.0
+        self.t0 = time.time()
+
+    def total(self) -> float:
+        return self.before + time.time() - self.t0
+
+    def save(self) -> None:
+        if dist.is_main() and self.file.parent.is_dir():
+            self.file.write_text(f"{self.total():.3f}")
+
+    def wrap(self, progress: Progress | None) -> Progress:
+        def on_event(ev: ProgressEvent) -> None:
+            if ev.kind == "epoch":
+                self.save()
+            if progress is not None:
+                progress(ev)
+        return on_event
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -144,3 +145,44 @@ class Cache:
         """A temporary directory that becomes the entry when the body succeeds (and is removed when it fails)."""
         with atomic_dir(self.dir_path(key), overwrite=True) as tmp:
             yield tmp
+
+
+# ---------------------------------------------------------------------------------------------- purge
+
+# Every namespace this library writes under the cache root, and what it holds. Purging touches only these, so a
+# cache root pointed at a shared folder (OBLIVIATE_CACHE=~) never loses anything else.
+NAMESPACES: dict[str, str] = {
+    "passes": "model passes: per-token log-probs, and greedy generations (as token ids) of the non-forget sets",
+    "edit_stats": "key statistics of edited layers (UniErase/AlphaEdit), from general text",
+    "builds": "the offline target and retain models, trained on the scenario's data (forget set included)",
+    "bases": "base models converted from .gguf files",
+}
+KEYED_BY_MODEL = ("passes", "edit_stats")  # `<namespace>/<model fingerprint>/...`
+
+
+@dataclass(frozen=True)
+class Purged:
+    path: Path
+    bytes: int
+
+
+def purge(model_fingerprint: str | None = None, root: str | os.PathLike[str] | None = None) -> list[Purged]:
+    """Delete cached data: everything this library stored under the cache root, or, given a model's fingerprint,
+    only the entries computed from that model (its folder in each model-keyed namespace). Returns what was
+    removed, with sizes."""
+    base = Path(root) if root is not None else cache_root()
+    if model_fingerprint is not None and not _SAFE.fullmatch(model_fingerprint):
+        raise ValueError(f"model fingerprint {model_fingerprint!r} must be letters, digits and _.=+- only")
+    targets = ([base / ns / model_fingerprint for ns in KEYED_BY_MODEL] if model_fingerprint is not None
+               else [base / ns for ns in NAMESPACES])
+    removed = []
+    for t in targets:
+        if not t.exists():
+            continue
+        size = sum(f.stat().st_size for f in t.rglob("*") if f.is_file()) if t.is_dir() else t.stat().st_size
+        if t.is_dir():
+            shutil.rmtree(t)
+        else:
+            t.unlink()
+        removed.append(Purged(t, size))
+    return removed
