@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 TINY = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
         "model.vocab_size=400", "train.epochs=1", "scenario_options.n_people=10", "scenario_options.n_refusal=4"]
 SCEN = ["scenario_options.n_people=10", "scenario_options.n_refusal=4"]
