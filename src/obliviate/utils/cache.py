@@ -15,6 +15,7 @@ entries of a model no longer needed can be deleted together."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -145,6 +146,25 @@ class Cache:
         """A temporary directory that becomes the entry when the body succeeds (and is removed when it fails)."""
         with atomic_dir(self.dir_path(key), overwrite=True) as tmp:
             yield tmp
+
+    @contextlib.contextmanager
+    def computing(self, key: str) -> Iterator[None]:
+        """Hold the entry's lock while checking for it and computing it, so two processes asking for the same
+        costly entry (a model build, a base conversion) compute it once: the second waits, then finds it."""
+        with exclusive(self.dir_path(key)):
+            yield
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """A blocking exclusive lock (fcntl.flock) on `.NAME.lock` beside `path`; released on exit or process death."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------- purge
