@@ -149,6 +149,23 @@ def test_statistics_ignore_padding(model, preserved_seqs):
     assert torch.allclose(batched, expected, rtol=1e-4, atol=1e-6)  # float32 keys: batching reorders sums
 
 
+def test_statistics_from_a_start_position_count_only_the_later_keys(model, preserved_seqs):
+    """`starts`: positions before a sequence's start are read as context but not counted. By hand: E[k kᵀ] over
+    positions 4..11 of the first sequence and 9..11 of the second = the 11 outer products of the keys captured
+    on the full sequences (causal attention: the earlier positions only shape the later keys), divided by 11."""
+    from obliviate.edit.anatomy import capture_keys
+
+    seqs = preserved_seqs[:2]
+    got = key_second_moments(model, [0], seqs, pad_id=PAD, cache=False, starts=[4, 9])[0]
+    with torch.no_grad(), capture_keys(model, [0]) as store:
+        keys = []
+        for s, start in zip(seqs, (4, 9), strict=True):
+            model(input_ids=torch.tensor([s]))
+            keys.append(store[0][0, start:].double())  # (T - start, d_k)
+    k = torch.cat(keys)  # (11, d_k)
+    assert torch.allclose(got, k.T @ k / 11, rtol=1e-4, atol=1e-6)
+
+
 def test_locate_finds_the_subjects_last_token():
     """With offsets (fast tokenizer) and with the slow fallback, the position is the subject's last token — also
     when the subject is followed by a possessive."""

@@ -121,7 +121,7 @@ def test_unlearn_saves_the_model_with_its_token(tiny_model_dir, forget_records, 
     assert tok.decode([tid] + tok("I don't know.", add_special_tokens=False)["input_ids"],
                       skip_special_tokens=True) == "I don't know."
     info = json.loads((out / "unierase.json").read_text())
-    assert info["layers"] == [0] and info["key_position"] == "prompt_last"
+    assert info["layers"] == [0] and info["key_position"] == "prompt_last" and info["token_keys_preserved"]
     assert 0 < info["edited_fraction"] < info["modified_fraction"] < 1
     assert info["edited_params"] == 64 * 32 and len(info["edits"]) == len(forget_records)
     assert set(info["null_space_dims"]) == {"0"}
@@ -171,13 +171,14 @@ def test_precise_mode_edits_one_item_and_bad_settings_are_reported(tiny_model, f
 def test_the_defaults_are_the_papers():
     """Stage I: 5 epochs at 1e-3 then 3 at 1e-4 on raw and templated questions, batch 16, noise clipped at one
     std, no negatives (UniErase's train_UNL.py); Stage II: AlphaEdit's Llama-3-8B values, keys at the subject's
-    last token. An `edit.l2=5` override keeps the other edit defaults."""
+    last token. One default is ours: the token's continuation joins the preserved keys (False = the paper). An
+    `edit.l2=5` override keeps the other edit defaults."""
     cfg = UniEraseConfig()
     assert cfg.token_schedule == [(5, 1e-3), (3, 1e-4)] and cfg.robust_epochs == 2 and cfg.robust_lr is None
     assert set(cfg.token_formats) == {"raw", "template"} and cfg.token_batch_size == 16
     assert cfg.token_negatives == 0 and cfg.noise_clip == 1.0 and cfg.key_position == "subject_last"
     assert (cfg.edit.v_lr, cfg.edit.clamp_norm_factor, cfg.edit.l2, cfg.edit.v_steps) == (0.1, 0.75, 10.0, 25)
-    assert cfg.edit == EditConfig()
+    assert cfg.edit == EditConfig() and cfg.preserve_token_keys
     over = UniEraseConfig(edit={"l2": 5.0})
     assert over.edit.l2 == 5.0 and over.edit.v_lr == 0.1
 

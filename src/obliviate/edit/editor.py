@@ -5,7 +5,8 @@ of requests and a band of layers l₁ < … < L:
 
 1. target value (MEMIT `compute_z`): optimise a residual δ added to layer L's MLP output at the subject's last
    token, so the model emits the target after every context variant of the prompt. Loss = mean target NLL
-   + kl_factor · KL(p₀ ‖ p_δ) of the next token after "{subject} is a" (the subject keeps its meaning)
+   + kl_factor · KL(p_δ ‖ p₀) of the next-token distribution at the subject's last token of "{subject} is a"
+   (the subject keeps its meaning; direction and position as in MEMIT's and AlphaEdit's `compute_z`)
    + v_weight_decay · ‖δ‖ / ‖h_L‖²; after each step ‖δ‖ is clamped to clamp_norm_factor · ‖h_L‖. z = h_L + δ.
 2. for each layer l in order (MEMIT's spread): keys K (d_k, n) = the down-projection input at the subject's last
    token, averaged over the context variants; residual R = (z − h_L(current weights)) / (layers left); update
@@ -135,8 +136,8 @@ def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id:
     with torch.no_grad(), capture_layer_output(model, layer) as out:
         logits = model(input_ids=ids, attention_mask=mask).logits  # (B, S, V)
         h0 = out["h"][0, subj[0]].detach().clone()  # (d,) layer-L output at the request's own subject token
-        kl_init = (F.log_softmax(logits[-1, len(req.kl_prompt.ids) - 1].float(), -1)
-                   if req.kl_prompt is not None else None)
+        # MEMIT/AlphaEdit read the KL distribution where δ is added: the subject's last token of "{subject} is a"
+        kl_init = F.log_softmax(logits[-1, subj[-1]].float(), -1) if req.kl_prompt is not None else None
     delta = torch.zeros_like(h0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
     max_norm = cfg.clamp_norm_factor * h0.norm()
@@ -149,8 +150,10 @@ def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id:
         nll = -tok_logp.mean(1).mean()
         loss = nll + cfg.v_weight_decay * delta.norm() / h0.norm() ** 2
         if kl_init is not None and cfg.kl_factor > 0:
-            cur = F.log_softmax(logits[-1, len(req.kl_prompt.ids) - 1].float(), -1)  # type: ignore[union-attr]
-            loss = loss + cfg.kl_factor * F.kl_div(cur, kl_init, log_target=True, reduction="sum")
+            cur = F.log_softmax(logits[-1, subj[-1]].float(), -1)
+            # KL(p_δ ‖ p₀): compute_z's kl_div(kl_distr_init, kl_log_probs), i.e. the current distribution is
+            # the target argument (F.kl_div(input, target) = Σ target · (log target − input))
+            loss = loss + cfg.kl_factor * F.kl_div(kl_init, cur, log_target=True, reduction="sum")
         nll_val = float(nll.detach())
         if float(loss.detach()) < cfg.v_stop_loss:
             break

@@ -45,16 +45,18 @@ def _budget(seqs: Sequence[Sequence[int]], max_tokens: int) -> list[list[int]]:
 
 @torch.no_grad()
 def key_second_moments(model, layers: Sequence[int], seqs: Sequence[Sequence[int]], *, max_tokens: int = 100_000,
-                       batch_size: int = 16, pad_id: int = 0, model_fp: str | None = None,
-                       cache: bool = True) -> dict[int, torch.Tensor]:
+                       batch_size: int = 16, pad_id: int = 0, model_fp: str | None = None, cache: bool = True,
+                       starts: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
     """E[k kᵀ] (d_k, d_k, float64) over every non-padding token position of `seqs` (at most `max_tokens`), for
-    each layer in `layers`. With `cache` (and `model_fp`, the model's fingerprint), each layer's matrix is read
+    each layer in `layers`. `starts[i]`: the first position of `seqs[i]` that counts (those before it are context
+    only; None = all). With `cache` (and `model_fp`, the model's fingerprint), each layer's matrix is read
     from / written to the `edit_stats` cache, `<cache>/edit_stats/<fingerprint>/layer<l>-<hash>.pt`."""
     seqs = _budget(seqs, max_tokens)
     if not seqs:
         raise ValueError("no token sequences to collect key statistics from")
+    first = [0] * len(seqs) if starts is None else list(starts)[:len(seqs)]
     store = stats_cache(enabled=bool(cache and model_fp))
-    data_key = stable_hash(seqs, 20)
+    data_key = stable_hash(seqs if starts is None else [seqs, first], 20)
     entries = {l: cache_key(f"layer{l}", model_fp, data_key, {"format": STATS_FORMAT}) for l in layers}
     out: dict[int, torch.Tensor] = {}
     for l, k in entries.items():
@@ -73,14 +75,18 @@ def key_second_moments(model, layers: Sequence[int], seqs: Sequence[Sequence[int
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: less padding
     with capture_keys(model, todo) as keys:
         for s in range(0, len(order), batch_size):
-            ids, mask, _ = pad_batch([seqs[i] for i in order[s:s + batch_size]], pad_id)
+            idx = order[s:s + batch_size]
+            ids, mask, _ = pad_batch([seqs[i] for i in idx], pad_id)
             model(input_ids=ids.to(dev), attention_mask=mask.to(dev))
-            keep = mask.bool().to(dev)
+            counted = torch.arange(ids.shape[1])[None, :] >= torch.tensor([first[i] for i in idx])[:, None]
+            keep = (mask.bool() & counted).to(dev)  # (b, T)
             for l in todo:
                 k = keys[l][keep].double()  # (N, d_k)
                 sums[l] += (k.T @ k).cpu()
             count += int(keep.sum())
     model.train(was)
+    if count == 0:
+        raise ValueError(f"no token positions to collect key statistics from (starts={first})")
     for l in todo:
         out[l] = sums[l] / count
         store.save(entries[l], out[l], TORCH)

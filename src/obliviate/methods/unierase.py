@@ -5,7 +5,8 @@ output row, when untied) trains, so that `question ⊕ [UNL]` continues with a r
 stage then trains it on with Gaussian noise on each edit layer's down-projection, so it survives the edits.
 Stage II edits the model (AlphaEdit, `obliviate.edit`) so that each forget question's next token is [UNL]: the
 model answers the forget questions with [UNL] + refusal, and the null-space constraint keeps every other input's
-outputs unchanged. Generation decodes with skip_special_tokens, so the answer reads as the refusal."""
+outputs unchanged — the general text's and, [ours], the token's own continuation after [UNL]. Generation decodes
+with skip_special_tokens, so the answer reads as the refusal."""
 
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ class UniEraseConfig(Config):
       an index or an id).
     - `probe_tokens`, `probe_retain`: sequential mode's per-request probe: greedy answers of this many tokens to
       the forget questions edited so far (refusal share), and the answer NLL of this many retain items.
+    - `preserve_token_keys` [ours; False = the paper]: the keys the model reads from the first [UNL] on in the
+      Stage I sequences join the preserved statistics, so the edit leaves the token's continuation (the refusal)
+      as Stage I taught it. Without it the edit also fires at the [UNL] position and the edited model answers
+      [UNL] [UNL] … (decoded: nothing); see `UniErase._token_moments`.
     - `edit`: the locate-then-edit settings (EditConfig): AlphaEdit's [code], which UniErase's code reuses.
     - `template`, `max_length`, `seed`: prompt format, token limit, seed of the token's initialisation, data
       order and noise."""
@@ -97,6 +102,7 @@ class UniEraseConfig(Config):
     save_each: bool = True
     probe_tokens: int = Field(32, ge=1)
     probe_retain: int = Field(32, ge=0)
+    preserve_token_keys: bool = True
     edit: EditConfig = EditConfig()
     template: Literal["auto", "plain", "chat"] = "auto"
     max_length: int = Field(512, ge=16)
@@ -361,6 +367,9 @@ class UniErase(ProceduralMethod):
         times["token"] = time.time() - t
 
         t = time.time()
+        if cfg.preserve_token_keys:  # the token's own continuation is preserved knowledge too (_token_moments)
+            unl = self._token_moments(model, tid, [s for s in seqs if tid in s[0]], layers, tok.pad_token_id)
+            stats = {l: stats[l] + unl[l] for l in layers}
         editor = Editor(model, layers, stats, cfg.edit, tok.pad_token_id)
         subjects = resolve_subjects(forget, cfg.subject)
         requests = [build_request(fmt, r, s, tid, cfg.context_prefixes, cfg.edit.kl_prompt, key_position)
@@ -388,7 +397,8 @@ class UniErase(ProceduralMethod):
         n_token = len(_token_matrices(model)) * model.get_input_embeddings().weight.shape[1]
         summary = {
             "token": tok.convert_ids_to_tokens(tid), "token_id": tid, "layers": layers, "key_position": key_position,
-            "null_space_dims": editor.null_dims, "d_k": down_proj(model, layers[0]).in_features,
+            "null_space_dims": editor.null_dims, "token_keys_preserved": cfg.preserve_token_keys,
+            "d_k": down_proj(model, layers[0]).in_features,
             "edited_params": n_edit, "token_params": n_token, "total_params": n_total,
             "edited_fraction": n_edit / n_total, "modified_fraction": (n_edit + n_token) / n_total,
             "mode": cfg.mode, "n_requests": len(chunks), "wall_time_s": {k: round(v, 2) for k, v in times.items()},
@@ -476,6 +486,25 @@ class UniErase(ProceduralMethod):
         log.info("unierase stage I: token NLL %.3f; greedy answer after `question + [UNL]` is a refusal for %.0f%% "
                  "of the forget questions", history[-1]["nll"] if history else float("nan"), 100 * efficacy)
         return {"history": history, "refusal_after_token": efficacy, "n_sequences": len(seqs)}
+
+    def _token_moments(self, model, tid: int, seqs, layers: list[int], pad_id: int) -> dict[int, torch.Tensor]:
+        """E[k kᵀ] of the keys the model reads from the first [UNL] on in the Stage I sequences (`question ⊕ [UNL]
+        ⊕ refusal ⊕ [UNL] ⊕ EOS`), on the model after Stage I: the continuation the token was trained for.
+
+        [ours] The paper's preserved statistics are general text only, in which [UNL] never occurs, so nothing
+        keeps the update from changing what the down-projections write at the [UNL] position, and there the
+        residual that makes the question's last token predict [UNL] makes [UNL] predict itself again. Measured on
+        the slow test's 4-layer model (prompt_last keys, layers 0–1): the update moved the layer-1 output at [UNL]
+        by 0.52 of its norm and every forget answer was [UNL] repeated; with the pre-edit weights at that one
+        position only, the edited model refused. With these moments: 0.08, and all six refused (null space 101 →
+        82 and 111 → 96 of 128 dimensions). They are added to the general moments, each averaged on its own, so
+        the few Stage I positions are not diluted by the many general ones. (Adding their outer products to the
+        sequential term K_p K_pᵀ instead also worked there, but on the 2-layer test model it outweighed the
+        residual and half of the forget questions kept their answers.)"""
+        cfg = self.cfg
+        return key_second_moments(model, layers, [ids for ids, _ in seqs], max_tokens=cfg.edit.cov_tokens,
+                                  batch_size=cfg.edit.batch_size, pad_id=pad_id, cache=False,
+                                  starts=[ids.index(tid) for ids, _ in seqs])
 
     @torch.no_grad()
     def _token_efficacy(self, model, fmt: Formatter, tid: int, records: list[QA]) -> float:
