@@ -19,13 +19,15 @@ from obliviate.models.loading import fingerprint
 from obliviate.runs.common import ModelLike, load_model, load_scenario
 from obliviate.runs.evaluate import evaluate
 from obliviate.runs.forget import forget_by_name
+from obliviate.runs.sweep import DEFAULT_OBJECTIVE, SweepResult
+from obliviate.runs.sweep import sweep as _sweep
 from obliviate.runs.unlearn import UnlearnResult
 from obliviate.runs.unlearn import unlearn as _unlearn
 from obliviate.utils.cache import Purged, purge
 from obliviate.utils.io import claim_output
 
-__all__ = ["BuildResult", "UnlearnResult", "attack", "bench", "build", "evaluate", "forget", "input_model_of", "ledger",
-           "load_scenario", "purge_cache", "unlearn"]
+__all__ = ["BuildResult", "SweepResult", "UnlearnResult", "attack", "bench", "build", "evaluate", "forget",
+           "input_model_of", "ledger", "load_scenario", "purge_cache", "sweep", "unlearn"]
 
 
 def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
@@ -80,6 +82,29 @@ def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str],
     return forget_by_name(model, targets, out, method=method, config=config, keep_revealed=keep_revealed,
                           retain=retain, scenario=scen, evaluate=evaluate, reference=reference, overwrite=overwrite,
                           progress=progress, eval_config=eval_config)
+
+
+def sweep(method: str, *, out: str | os.PathLike[str], scenario: str | None = None, base: str = "tiny",
+          model: str | os.PathLike[str] | None = None, reference: str | os.PathLike[str] | None = None,
+          forget=None, retain=None, trials: int = 20, space: str | os.PathLike[str] = "default",
+          objective: str = DEFAULT_OBJECTIVE, storage: str | None = None, study: str | None = None, seed: int = 0,
+          sampler: str = "tpe", prune: bool = True, config: dict[str, Any] | None = None,
+          scenario_options: dict[str, Any] | None = None, data: str | None = None,
+          eval_config: dict[str, Any] | None = None, export_preset: str | os.PathLike[str] | None = None,
+          progress=None) -> SweepResult:
+    """Search `method`'s hyperparameters (its declared search space, or a YAML `space` file) for the best
+    `objective` ("max forget_quality s.t. model_utility >= 0.95*target": obliviate.runs.objective) within `trials`
+    trials, on Optuna (TPE, seeded; hopeless trials pruned after a few epochs). Each trial is an `unlearn` run with
+    evaluation into `out/trials/<n>/`. The models are the `scenario`'s build (on `base`), or `model` (the target)
+    with `reference` (the retain model or its saved evaluation) and the scenario's or `forget`/`retain` files'
+    data. `config` fixes keys in every trial. The study lives in `storage` (default: out/study.db); workers given
+    the same `storage` and `study` share it. Writes out/best.json, trials.jsonl, report.html, and the best config
+    to `export_preset` (a preset file for `bench(presets=...)`). Raises NoFeasibleTrial (CLI exit 4) when no trial
+    meets the constraints."""
+    return _sweep(method, out=out, scenario=scenario, base=base, model=model, reference=reference, forget=forget,
+                  retain=retain, trials=trials, space=space, objective=objective, storage=storage, study=study,
+                  seed=seed, sampler=sampler, prune=prune, config=config, scenario_options=scenario_options,
+                  data=data, eval_config=eval_config, export_preset=export_preset, progress=progress)
 
 
 def ledger(model: str | os.PathLike[str]) -> list[dict[str, Any]]:

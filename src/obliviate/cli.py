@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 2 a user error (one line naming the problem and the fix; `--debug` shows the traceback);
 3 nothing to forget (the model revealed nothing about the named targets: no model written, the attempt recorded);
-130 interrupted (rerun the same command to resume); anything else is a bug worth reporting."""
+4 a sweep found no trial that meets its constraints (best.json and report.html show the closest); 130 interrupted
+(rerun the same command to resume); anything else is a bug worth reporting."""
 
 from __future__ import annotations
 
@@ -471,6 +472,8 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
           data: DataDir = None,
           attacks: Annotated[str | None, typer.Option(help="recovery attacks to add as columns (relearn,paraphrase,quantize,prefix)")] = None,
           paper_defaults: Annotated[bool, typer.Option(help="use the papers' hyperparameters, not the tiny-model presets")] = False,
+          presets: Annotated[Path | None, typer.Option(help="a preset file (method -> config overrides, as `obliviate "
+                                                            "sweep --export-preset` writes it) over the built-in presets")] = None,
           overrides: Overrides = None) -> None:
     """Run every method on a scenario, evaluate each, and write a leaderboard and report.html."""
     from obliviate import api
@@ -485,7 +488,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
         per_method[k] = v
     board = api.bench(scenario, names, out, jobs, data, paper_defaults, per_method,
                       progress=lambda msg: err.print(f"[dim]{msg}[/]"),
-                      attacks=[a.strip() for a in attacks.split(",")] if attacks else ())
+                      attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets)
     _print_board(board)
     con.print(f"report: {(out / 'report.html').resolve()}")
 
@@ -507,4 +510,66 @@ def _print_board(board: dict) -> None:
 def demo(out: Annotated[Path, typer.Option(help="where the demo writes its results")] = Path("runs/demo")) -> None:
     """The main job: `obliviate bench` on the embedded scenario with every method; prints the report's path."""
     bench(scenario="synthetic", methods=None, out=out, jobs=0, data=None, attacks=None, paper_defaults=False,
-          overrides=None)
+          presets=None, overrides=None)
+
+
+@app.command()
+def sweep(method: Annotated[str, typer.Option(help="method name (obliviate ls methods)")],
+          out: Annotated[Path, typer.Option(help="output directory (best.json, trials.jsonl, report.html, trials/, "
+                                                 "study.db)")],
+          scenario: Annotated[str | None, typer.Option(help="scenario: its target and retain models are built (or "
+                                                            "reused) and its forget/retain sets unlearned")] = None,
+          base: Annotated[str, typer.Option(help="tiny (from scratch) | a base the scenario's models are fine-tuned "
+                                                 "from (obliviate ls bases)")] = "tiny",
+          model: Annotated[str | None, typer.Option(help="sweep on this target model instead of building one (with "
+                                                         "--reference)")] = None,
+          reference: EvalReference = None,
+          forget: Annotated[Path | None, typer.Option(help="with --model: the forget set file")] = None,
+          retain: Annotated[Path | None, typer.Option(help="with --model: the retain set file")] = None,
+          trials: Annotated[int, typer.Option(help="trials of the study in all (every worker's); a rerun continues "
+                                                   "up to it")] = 20,
+          space: Annotated[str, typer.Option(help="'default' (the method's declared space) or a YAML space file "
+                                                  "(KEY: {log|uniform|int: [LOW, HIGH]} or {choice: [...]})")] = "default",
+          objective: Annotated[str, typer.Option(help="max|min METRIC [s.t. METRIC >=|<= NUMBER|NUMBER*target|"
+                                                      "NUMBER*retain [and ...]]")] =
+          "max forget_quality s.t. model_utility >= 0.95*target",
+          storage: Annotated[str | None, typer.Option(help="Optuna RDB storage shared by workers: sqlite:///FILE.db "
+                                                           "(one machine), postgresql://... or mysql://... (many); "
+                                                           "default OUT/study.db")] = None,
+          study: Annotated[str | None, typer.Option(help="study name in the storage (default METHOD-SCENARIO)")] = None,
+          seed: Annotated[int, typer.Option(help="the sampler's seed (recorded)")] = 0,
+          sampler: Annotated[str, typer.Option(help="tpe | random")] = "tpe",
+          prune: Annotated[bool, typer.Option(help="stop hopeless trials after their first epochs")] = True,
+          export_preset: Annotated[Path | None, typer.Option(help="add the best config to this preset file (YAML) "
+                                                                 "for bench --presets")] = None,
+          data: DataDir = None,
+          overrides: Overrides = None) -> None:
+    """Search a method's hyperparameters for the best objective under constraints (Optuna); each trial is an
+    unlearn run with --eval. key=value pairs fix config keys in every trial (scenario_options.*, eval.* too)."""
+    from obliviate import api
+
+    cfg = _overrides(overrides)
+    scen_opts = cfg.pop("scenario_options", None)
+    eval_cfg = _eval_overrides(cfg, False)
+    res = api.sweep(method, out=out, scenario=scenario, base=base, model=model, reference=reference, forget=forget,
+                    retain=retain, trials=trials, space=space, objective=objective, storage=storage, study=study,
+                    seed=seed, sampler=sampler, prune=prune, config=cfg, scenario_options=scen_opts, data=data,
+                    eval_config=eval_cfg, export_preset=export_preset,
+                    progress=lambda msg: err.print(f"[dim]{_message(msg)}[/]", highlight=False, soft_wrap=True))
+    _print_best(res)
+
+
+def _print_best(res) -> None:
+    from obliviate.eval.report import fmt_value
+
+    best = res.best
+    t = Table(title=f"sweep {res.study}: best of {sum(res.counts.values())} trials (trial {best['number']})")
+    t.add_column("")
+    t.add_column("value", justify="right")
+    for k, v in best["params"].items():
+        t.add_row(k, fmt_value(v))
+    for k, v in (best.get("summary") or {}).items():
+        t.add_row(k, fmt_value(v))
+    con.print(t)
+    con.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(res.counts.items()))}; this run ran {res.ran}\n"
+              f"best: {res.out / 'best.json'}\nreport: {(res.out / 'report.html').resolve()}", soft_wrap=True)

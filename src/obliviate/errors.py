@@ -49,3 +49,11 @@ class DivergedError(ObliviateError):
 
 class ResourceError(ObliviateError):
     """The run ran out of memory or another resource; the message names the setting to lower."""
+
+
+class NoFeasibleTrial(ObliviateError):
+    """A sweep finished without any trial that meets its constraints (or without any finished trial): there is no
+    best config to report. Exit code 4, so scripts can tell it from a user error and from a success; best.json and
+    report.html still show the closest trials."""
+
+    exit_code = 4

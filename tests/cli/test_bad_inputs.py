@@ -49,6 +49,8 @@ FILES = {
     "ledger_foreign/ledger.jsonl": _lines({"hello": "world"}),
     "not_a_model/readme.txt": "no config.json here\n",
     "existing_out/keep.txt": "an earlier result\n",
+    "space_typo.yaml": "lrr: {log: [1e-5, 1e-3]}\n",
+    "presets_typo.yaml": "npoo: {lr: 1e-4}\n",
 }
 
 
@@ -70,6 +72,8 @@ UF = (*U, "--forget", "{data}/forget.jsonl")
 E = ("eval", *M, "--out", "{out}")
 F = ("forget", *M, "--out", "{out}")
 A = ("attack", *M, "--attack", "quantize")
+SW = (*M, "--forget", "{data}/forget.jsonl", "--out", "{out}")
+SWG = ("sweep", "--method", "ga", *SW)
 
 CASES: dict[str, Case] = {
     # build
@@ -184,6 +188,29 @@ CASES: dict[str, Case] = {
                                      needles="unknown key 'lrr'"),
     "bench/override-of-unrun-method": case("bench", "--methods", "ga", "--out", "{out}", "npo.lr=1e-3",
                                            needles="does not run"),
+    # sweep
+    "sweep/unknown-method": case("sweep", "--method", "npoo", *SW, needles="did you mean 'npo'"),
+    "sweep/unknown-metric": case(*SWG, "--objective", "max forget_qualty", needles="did you mean 'forget_quality'"),
+    "sweep/unknown-constraint-metric": case(*SWG, "--objective", "max forget_quality s.t. model_utilty >= 0.9*target",
+                                            needles="did you mean 'model_utility'"),
+    "sweep/objective-syntax": case(*SWG, "--objective", "max forget_quality s.t. model_utility > 0.9",
+                                   needles=("got '>'", "use >= or <=", "grammar")),
+    "sweep/unknown-space-key": case(*SWG, "--space", "{data}/space_typo.yaml",
+                                    needles=("has no key 'lrr'", "did you mean 'lr'")),
+    "sweep/space-missing": case(*SWG, "--space", "{data}/nope.yaml", needles="no such file"),
+    "sweep/nothing-to-search": case("sweep", "--method", "unierase", *SW, needles="nothing to search"),
+    "sweep/unknown-fixed-key": case(*SWG, "epochz=1", needles=("has no key 'epochz'", "did you mean 'epochs'")),
+    "sweep/storage-unreachable": case(*SWG, "--storage", "sqlite:///{tmp}/no-such-dir/s.db",
+                                      needles="cannot reach the storage"),
+    "sweep/storage-not-a-url": case(*SWG, "--storage", "not a url", needles="not a database URL"),
+    "sweep/storage-server-down": case(*SWG, "--storage", "postgresql://u:secret@127.0.0.1:1/db",
+                                      needles="--storage postgresql://u:***@127.0.0.1:1/db"),
+    "sweep/trials-zero": case(*SWG, "--trials", "0", needles="--trials 0"),
+    "sweep/unknown-sampler": case(*SWG, "--sampler", "tpee", needles="did you mean 'tpe'"),
+    "sweep/no-data": case("sweep", "--method", "ga", "--out", "{out}", needles="give the data"),
+    "sweep/export-preset-is-a-dir": case(*SWG, "--export-preset", "{data}", needles="is a directory"),
+    "bench/presets-unknown-method": case("bench", "--methods", "ga", "--presets", "{data}/presets_typo.yaml", "--out",
+                                         "{out}", needles="did you mean 'npo'"),
     # ledger
     "ledger/corrupt": case("ledger", "{data}/ledger_corrupt",
                            needles=("ledger_corrupt/ledger.jsonl line 2", "malformed JSON")),
@@ -294,5 +321,5 @@ def test_debug_shows_the_traceback_instead(cli, tmp_path, model_copy):
 
 def test_the_table_spans_every_command():
     commands = {c.args[0] for c in CASES.values()}
-    assert commands >= {"build", "eval", "unlearn", "forget", "attack", "bench", "ledger", "ls", "cache"}
+    assert commands >= {"build", "eval", "unlearn", "forget", "attack", "bench", "ledger", "ls", "cache", "sweep"}
     assert len(CASES) >= 40

@@ -165,7 +165,8 @@ def write_report(out: Path, board: dict[str, Any]) -> None:
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>obliviate bench — {html.escape(board['scenario'])}</h1>",
              f"<p class='note'>Models: {html.escape(board['models'])}. Hyperparameters: "
-             f"{'the papers’ defaults' if board.get('paper_defaults') else 'scaled presets for the tiny models (obliviate/bench/presets.py)'}. "
+             f"{'the papers’ defaults' if board.get('paper_defaults') else 'scaled presets for the tiny models (obliviate/bench/presets.py)'}"
+             f"{', overridden by ' + html.escape(board['presets']) if board.get('presets') else ''}. "
              "Click a column to sort.</p>",
              "<h2>Leaderboard</h2>", table_html(rows),
              "<p class='note'>FQ: forget quality, the KS-test p-value between the per-item forget truth ratios of the "

@@ -112,6 +112,87 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+# ---------------------------------------------------------------------------------------------- search spaces
+
+
+@dataclass(frozen=True)
+class Space:
+    """One searched setting of a method's config, for `obliviate sweep`: log-uniform, uniform, integer or one of
+    a few choices. A method declares its default space next to its config (`search_space` below); a YAML file
+    (`sweep --space FILE`) uses the same four kinds.
+
+    - `relative`: `low`/`high` are multiples of the run's starting value (the scale preset, or the paper's
+      default), so one declaration fits every scale: lr ×[0.1, 10] is [1e-6, 1e-4] at the papers' 1e-5 and
+      [1e-5, 1e-3] at the tiny models' 1e-4. Integers are rounded (at least 1).
+    - `when`: the setting is searched only for configs where it matters (a retain weight only with a retain
+      term; one class serves ga / graddiff / ga_kl)."""
+
+    kind: Literal["log", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    relative: bool = False
+    when: Callable[[Any], bool] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("log", "uniform", "int", "choice"):
+            raise ValueError(f"unknown kind {self.kind!r} (log, uniform, int or choice)")
+        if self.kind == "choice":
+            if not self.choices:
+                raise ValueError("choice needs at least one value")
+            if self.relative:
+                raise ValueError("a choice cannot be relative")
+            return
+        if self.low is None or self.high is None or not self.low <= self.high:
+            raise ValueError(f"needs low <= high, got [{self.low}, {self.high}]")
+        if (self.kind == "log" or self.relative) and self.low <= 0:
+            raise ValueError(f"a {'relative' if self.relative else 'log'} range needs low > 0, got {self.low}")
+
+    @classmethod
+    def log(cls, low: float, high: float, *, relative: bool = False, when: Callable[[Any], bool] | None = None
+            ) -> Space:
+        return cls("log", float(low), float(high), relative=relative, when=when)
+
+    @classmethod
+    def uniform(cls, low: float, high: float, *, relative: bool = False, when: Callable[[Any], bool] | None = None
+                ) -> Space:
+        return cls("uniform", float(low), float(high), relative=relative, when=when)
+
+    @classmethod
+    def int(cls, low: float, high: float, *, relative: bool = False, when: Callable[[Any], bool] | None = None
+            ) -> Space:
+        return cls("int", low, high, relative=relative, when=when)
+
+    @classmethod
+    def choice(cls, *values: Any, when: Callable[[Any], bool] | None = None) -> Space:
+        return cls("choice", choices=tuple(values), when=when)
+
+    def resolve(self, start: Any) -> Space:
+        """The absolute range around a starting value (self when not relative)."""
+        if not self.relative:
+            return self
+        if not isinstance(start, (int, float)) or isinstance(start, bool) or start <= 0:
+            raise ValueError(f"a relative range needs a positive starting value, got {start!r}")
+        assert self.low is not None and self.high is not None  # checked in __post_init__
+        if self.kind == "int":
+            lo = max(1, round(self.low * start))
+            return Space("int", lo, max(lo, round(self.high * start)))
+        return Space(self.kind, self.low * start, self.high * start)
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        name = {"log": "log-uniform", "uniform": "uniform", "int": "integer"}[self.kind]
+        rng = f"[{self.low:g}, {self.high:g}]"
+        return f"{name} ×{rng} of the start" if self.relative else f"{name} {rng}"
+
+
+# What every gradient method searches by default: the step size over two decades around the start, and the length
+# of training (TOFU's 10 epochs -> 5..15).
+TRAIN_SPACE: dict[str, Space] = {"lr": Space.log(0.1, 10.0, relative=True),
+                                 "epochs": Space.int(0.5, 1.5, relative=True)}
+
+
 # ---------------------------------------------------------------------------------------------- the protocol
 
 
@@ -129,12 +210,15 @@ class Method(ABC):
       need retain data otherwise (ICU's analogous samples).
     - `extras()`: JSON-serialisable results saved beside the model as `<key>.json` (logs, per-round curves).
     - `run_info()`: facts the run resolved that the manifest must record (choices made at run time: which
-      teacher objective ran, which layer was chosen for "auto")."""
+      teacher objective ran, which layer was chosen for "auto").
+    - `search_space` (class): what `obliviate sweep` searches by default, config key (dotted for nested configs)
+      -> `Space`; gradient methods inherit lr and epochs (`TRAIN_SPACE`) and add their loss weights."""
 
     Config: ClassVar[type[Config]]
     self_generated: ClassVar[bool] = False
     required_fields: ClassVar[tuple[str, ...]] = ()
     views: tuple[str, ...] = ("forget",)
+    search_space: ClassVar[dict[str, Space]] = {}
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -182,6 +266,7 @@ class GradientMethod(Method):
     Config: ClassVar[type[Config]] = TrainConfig
     reference: Literal["none", "logps", "model"] = "none"
     ref_views: tuple[str, ...] = ()
+    search_space: ClassVar[dict[str, Space]] = TRAIN_SPACE
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, tok_denom
 from obliviate.methods.losses import ga_loss
 
@@ -27,6 +27,8 @@ class GAConfig(TrainConfig):
 @register_method("ga", doc="Gradient ascent on the forget set: −NLL(D_f).")
 class GradientAscent(GradientMethod):
     Config = GAConfig
+    search_space = {**TRAIN_SPACE,  # + λ of the retain term (graddiff, ga_kl)
+                    "retain_weight": Space.log(0.1, 10.0, when=lambda c: c.retain != "none")}
 
     def __init__(self, cfg: GAConfig) -> None:
         super().__init__(cfg)

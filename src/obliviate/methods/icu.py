@@ -16,7 +16,7 @@ from pydantic import Field
 from obliviate.data.records import Split
 from obliviate.eval import metrics as M
 from obliviate.eval.runner import ModelRunner
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import logits_of, num, tok_denom
 from obliviate.methods.losses import cross_entropy_to, ga_loss, nll_loss
 from obliviate.utils.embed import embed, nearest
@@ -59,6 +59,7 @@ class ICUConfig(TrainConfig):
 @register_method("icu", doc="Iterative contrastive unlearning with per-sample refinement (Tang et al. 2024).")
 class ICU(GradientMethod):
     Config = ICUConfig
+    search_space = {**TRAIN_SPACE, "rouge_threshold": Space.uniform(0.1, 0.6), "bleu_threshold": Space.log(1e-3, 0.1)}
     views = ("forget", "analog")
     reference = "model"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import num, logits_of, retain_term, seq_logps, seq_denom, tok_denom
 from obliviate.methods.losses import dpo_loss, nll_loss
 
@@ -19,6 +19,7 @@ class IdkNLLConfig(TrainConfig):
 @register_method("idknll", doc="NLL toward refusals on forget questions + NLL on the retain set.")
 class IdkNLL(GradientMethod):
     Config = IdkNLLConfig
+    search_space = {**TRAIN_SPACE, "retain_weight": Space.log(0.1, 10.0)}
     views = ("forget_idk", "retain")
 
     def loss(self, batch, model, ref) -> LossOutput:
@@ -43,6 +44,7 @@ class IdkDPOConfig(TrainConfig):
 @register_method("idkdpo", doc="DPO preferring a refusal over the true answer (β = 0.1) + retain NLL.")
 class IdkDPO(GradientMethod):
     Config = IdkDPOConfig
+    search_space = {**TRAIN_SPACE, "beta": Space.log(0.02, 1.0), "retain_weight": Space.log(0.1, 10.0)}
     views = ("forget", "forget_idk", "retain")
     reference = "logps"
     ref_views = ("forget", "forget_idk")

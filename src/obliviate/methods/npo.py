@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import RetainTerm, num, retain_term, seq_logps, seq_denom
 from obliviate.methods.losses import npo_loss
 
@@ -28,6 +28,8 @@ class NPOConfig(TrainConfig):
 @register_method("npo", doc="Negative preference optimisation on the forget answers (β = 0.1).")
 class NPO(GradientMethod):
     Config = NPOConfig
+    search_space = {**TRAIN_SPACE, "beta": Space.log(0.02, 1.0),
+                    "retain_weight": Space.log(0.1, 10.0, when=lambda c: c.retain != "none")}
     ref_views = ("forget",)  # log π₀(a|q) of the fixed forget data: computed once before training
 
     def __init__(self, cfg: NPOConfig) -> None:

@@ -29,8 +29,8 @@ from obliviate.data.instructions import Instruction, instruction_pool
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
 from obliviate.errors import DataError
-from obliviate.methods.base import (ApplyContext, LoraSpec, ProceduralMethod, Progress, ProgressEvent, TrainConfig,
-                                    register_method)
+from obliviate.methods.base import (ApplyContext, LoraSpec, ProceduralMethod, Progress, ProgressEvent, Space,
+                                    TrainConfig, register_method)
 from obliviate.methods.reveal.bandit import UCB1, NeuralUCB
 from obliviate.methods.reveal.data import forget_examples, mean_answer_nll, neutral_records, split_probe
 from obliviate.methods.reveal.release import PrevA, ReleaseConfig, scale_lora_b, train_module
@@ -237,6 +237,8 @@ class RevealRelease(ProceduralMethod):
     """Needs only the targets' names; see the module docstring and ReRelConfig."""
 
     Config = ReRelConfig
+    search_space = {"lr": Space.log(0.3, 3.0, relative=True), "max_rounds": Space.int(2, 10),
+                    "retain_weight": Space.log(0.3, 30.0)}
     required_fields = ("subject",)
     self_generated = True  # forgetting by name accepts it: it never trains on the forget records
     views = ()  # reads only the forget records' names; its training data is self-generated

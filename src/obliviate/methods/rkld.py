@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import FinetuneNLL, logits_of, num, tok_denom
 from obliviate.methods.losses import (kl_divergence, kl_divergence_topk, kl_loss, nll_loss, rkld_teacher_logits, shift,
                                       topk_teacher)
@@ -62,6 +62,8 @@ def augment(model, cfg: RKLDConfig, ctx) -> torch.nn.Module:
 @register_method("rkld", doc="Reverse-KL distillation from an augmented teacher (Wang et al. 2025).")
 class RKLD(GradientMethod):
     Config = RKLDConfig
+    search_space = {**TRAIN_SPACE, "alpha": Space.log(1.0, 30.0),
+                    "retain_weight": Space.log(0.1, 10.0, when=lambda c: c.retain != "none")}
 
     def __init__(self, cfg: RKLDConfig) -> None:
         super().__init__(cfg)

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from obliviate.errors import ConfigError
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import num, tok_denom
 from obliviate.methods.losses import rmu_loss, shift
 from obliviate.models.layers import decoder_layers
@@ -46,6 +46,7 @@ def default_layer(n_layers: int) -> int:
 @register_method("rmu", doc="Steer forget activations at one layer to a random direction; keep retain activations.")
 class RMU(GradientMethod):
     Config = RMUConfig
+    search_space = {**TRAIN_SPACE, "alpha": Space.log(0.1, 10.0, relative=True)}  # the retain term's weight
     views = ("forget", "retain")
     reference = "model"
 

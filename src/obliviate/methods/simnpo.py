@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import num, retain_term, seq_logps, seq_denom
 from obliviate.methods.losses import simnpo_loss
 
@@ -24,6 +24,7 @@ class SimNPOConfig(TrainConfig):
 @register_method("simnpo", doc="SimNPO: reference-free, length-normalised NPO + retain NLL.")
 class SimNPO(GradientMethod):
     Config = SimNPOConfig
+    search_space = {**TRAIN_SPACE, "beta": Space.log(0.5, 10.0), "retain_weight": Space.log(0.1, 10.0)}
     views = ("forget", "retain")
 
     def loss(self, batch, model, ref) -> LossOutput:

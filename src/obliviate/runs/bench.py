@@ -28,6 +28,7 @@ from obliviate.runs.attacks import ATTACKS, attack_rows
 from obliviate.runs.build import build as build_models
 from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate
+from obliviate.runs.sweep import read_presets
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
@@ -112,8 +113,10 @@ def changed_fraction(before: str | Path, after: str | Path) -> float:
 def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out: str | os.PathLike[str] = "runs/bench",
           jobs: int = 0, data: str | None = None, paper_defaults: bool = False, overrides: dict[str, dict] | None = None,
           scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
-          attacks: Sequence[str] = ()) -> dict[str, Any]:
-    """Build or reuse the models, run every method (default: all registered), evaluate, write the report."""
+          attacks: Sequence[str] = (), presets: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Build or reuse the models, run every method (default: all registered), evaluate, write the report.
+    `presets`: a preset file (YAML, method -> config overrides, as `obliviate sweep --export-preset` writes it)
+    whose entries override bench/presets.py's for the methods it names."""
     say = progress or (lambda msg: log.info(msg))
     names = list(methods) if methods else METHODS.names()
     for n in names:
@@ -126,19 +129,29 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     if unknown:
         raise ConfigError(f"overrides for {', '.join(unknown)}, which this benchmark does not run (methods: "
                           f"{', '.join(names)}); write METHOD.key=value for a method in --methods")
+    file_presets = read_presets(presets, names) if presets is not None else {}
     for n in names:  # every method's config is valid before any work (a typo would otherwise fail one row late)
-        METHODS.get(n).make_config({**({} if paper_defaults else preset(n, scenario)), **(overrides or {}).get(n, {})})
+        METHODS.get(n).make_config(method_config(n, scenario, paper_defaults, file_presets, overrides))
     scen_opts = dict(scenario_options or {})
     if data:
         scen_opts["data"] = data
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
-        return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks)
+        return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
+                      file_presets, str(presets) if presets is not None else None)
+
+
+def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: dict[str, dict],
+                  overrides: dict[str, dict] | None) -> dict[str, Any]:
+    """A method's overrides in a benchmark: the scale preset (none with paper_defaults), then the preset file's
+    entry, then the command line's METHOD.key=value."""
+    cfg = {} if paper_defaults else preset(name, scenario)
+    return {**cfg, **file_presets.get(name, {}), **(overrides or {}).get(name, {})}
 
 
 def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
            overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
-           attacks: Sequence[str]) -> dict[str, Any]:
+           attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None) -> dict[str, Any]:
     say(f"building (or reusing) the {scenario} target and retain models")
     built = build_models(scenario, overrides={"scenario_options": scen_opts} if scen_opts else None)
     scen = load_scenario(scenario, **scen_opts)
@@ -154,8 +167,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     todo = []
     for n in names:
-        cfg = {} if paper_defaults else preset(n, scenario)
-        cfg = {**cfg, **(overrides or {}).get(n, {})}
+        cfg = method_config(n, scenario, paper_defaults, file_presets, overrides)
         job = Job(n, cfg, str(built.target), str(out_p / "eval" / "retain"), scenario, scen_opts,
                   str(out_p / "runs" / n), threads)
         if finished(job):
@@ -178,7 +190,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say)
     board = {"scenario": scenario, "scenario_options": scen_opts, "models": str(built.target.parent),
-             "paper_defaults": paper_defaults, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
+             "paper_defaults": paper_defaults, "presets": presets, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)
     return board

@@ -1,0 +1,44 @@
+"""Preset files: what `sweep --export-preset` writes and `bench --presets FILE` reads (method -> config overrides,
+over bench/presets.py's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from obliviate.bench.presets import preset
+from obliviate.errors import ConfigError, RegistryError
+from obliviate.runs.bench import method_config
+from obliviate.runs.sweep import read_presets, write_preset
+
+
+def test_bench_applies_the_file_over_the_scale_preset_and_the_command_line_over_both():
+    file = {"npo": {"lr": 3e-4, "beta": 0.2}}
+    cfg = method_config("npo", "tofu-mini", False, file, {"npo": {"beta": 0.5}})
+    assert cfg == {**preset("npo", "tofu-mini"), "lr": 3e-4, "beta": 0.5}
+    assert method_config("npo", "tofu-mini", True, file, None) == {"lr": 3e-4, "beta": 0.2}  # --paper-defaults
+    assert method_config("ga", "tofu-mini", False, file, None) == preset("ga", "tofu-mini")  # not in the file
+
+
+def test_export_adds_a_method_and_keeps_the_others_with_their_provenance(tmp_path):
+    f = tmp_path / "presets.yaml"
+    write_preset(f, "npo", {"lr": 3e-4, "epochs": 8, "adam_betas": (0.9, 0.999)}, "study a: trial 3 of 40")
+    write_preset(f, "graddiff", {"lr": 1e-4, "retain_weight": 2.0}, "study b: trial 7 of 40")
+    write_preset(f, "npo", {"lr": 2e-4}, "study c: trial 9 of 40")
+    assert read_presets(f) == {"npo": {"lr": 2e-4}, "graddiff": {"lr": 1e-4, "retain_weight": 2.0}}
+    text = f.read_text()
+    assert "# npo: study c: trial 9 of 40" in text and "# graddiff: study b: trial 7 of 40" in text
+    assert "study a" not in text
+
+
+def test_a_preset_file_names_methods_and_valid_values(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("npoo: {lr: 1e-4}\n")
+    with pytest.raises(RegistryError, match="did you mean 'npo'"):
+        read_presets(f)
+    f.write_text("npo: {lrr: 1e-4}\n")
+    with pytest.raises(ConfigError, match="unknown key 'lrr'"):
+        read_presets(f, ["npo"])
+    read_presets(f, ["ga"])  # only the methods a benchmark runs are checked against their config
+    f.write_text("npo: 3\n")
+    with pytest.raises(ConfigError, match="not a preset file"):
+        read_presets(f)
