@@ -366,3 +366,142 @@ def test_kl_divergence_topk_is_exact_when_k_covers_the_vocabulary():
         exact = float(L.kl_divergence(student, teacher, mask, reverse=reverse))
         assert float(L.kl_divergence_topk(student, top, idx, tail, reverse=reverse)) == pytest.approx(exact,
                                                                                                      abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- WGA / SatImp
+# (token-weighted gradient ascent; on the workhorse example p = [3/4, 1/2] at the two answer tokens)
+
+
+def test_wga_hand_values():
+    """w_t = p_t^β. β = 1: w = [3/4, 1/2], loss = −(3/4·ln(4/3) + 1/2·ln 2)/2 ≈ −0.2812.
+    β = 2: w = [9/16, 1/4], loss = −(9/16·ln(4/3) + 1/4·ln 2)/2 ≈ −0.1676. β = 0 is plain GA, −ln(8/3)/2."""
+    assert float(L.wga_loss(LOGITS, LABELS, 1.0)) == pytest.approx(-(0.75 * math.log(4 / 3) + 0.5 * LN2) / 2,
+                                                                    abs=1e-6)
+    assert float(L.wga_loss(LOGITS, LABELS, 2.0)) == pytest.approx(-(9 / 16 * math.log(4 / 3) + 0.25 * LN2) / 2,
+                                                                    abs=1e-6)
+    assert float(L.wga_loss(LOGITS, LABELS, 0.0)) == pytest.approx(float(L.ga_loss(LOGITS, LABELS)), abs=1e-6)
+
+
+def test_wga_weights_are_detached():
+    """With sg(w) the gradient is the weighted GA gradient: ∂loss/∂z_t = (w_t/N)·(onehot(y_t) − p_t), N = 2.
+    Position 0: (3/4)/2 · ([0, 1] − [1/4, 3/4]) = 3/8·[−1/4, 1/4] = [−3/32, 3/32];
+    position 1: (1/2)/2 · ([1, 0] − [1/2, 1/2]) = 1/4·[1/2, −1/2] = [1/8, −1/8]; position 2 scores nothing: 0.
+    (Without the stop-gradient a w·∂w/∂z·log p term would be added.)"""
+    logits = LOGITS.clone().requires_grad_(True)
+    L.wga_loss(logits, LABELS, 1.0).backward()
+    assert logits.grad[0].tolist() == [pytest.approx([-3 / 32, 3 / 32], abs=1e-6),
+                                       pytest.approx([1 / 8, -1 / 8], abs=1e-6), pytest.approx([0.0, 0.0], abs=1e-9)]
+
+
+def test_satimp_hand_values():
+    """w_t = p_t^β1 · (1 − p_t)^β2. β1 = β2 = 1: w = [3/4·1/4, 1/2·1/2] = [3/16, 1/4],
+    loss = −(3/16·ln(4/3) + 1/4·ln 2)/2 ≈ −0.1136. β2 = 0 leaves p^β1, i.e. WGA with β = β1."""
+    assert float(L.satimp_loss(LOGITS, LABELS, 1.0, 1.0)) == pytest.approx(
+        -(3 / 16 * math.log(4 / 3) + 0.25 * LN2) / 2, abs=1e-6)
+    assert float(L.satimp_loss(LOGITS, LABELS, 5.0, 0.0)) == pytest.approx(float(L.wga_loss(LOGITS, LABELS, 5.0)),
+                                                                          abs=1e-7)
+
+
+def test_satimp_gives_no_weight_to_a_certain_token():
+    """A token with p = 1 (logits [0, 1e4], label 1) has importance weight (1 − 1)^β2 = 0, so it adds nothing:
+    the loss is the other token's alone, −(1/2·1/2·ln 2)/2 (N still counts both answer tokens) ≈ −0.0866."""
+    logits = _logits([0.0, 1e4], [0.0, 0.0], [0.0, 0.0])
+    assert float(L.satimp_loss(logits, LABELS, 1.0, 1.0)) == pytest.approx(-0.25 * LN2 / 2, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- UNDIAL
+
+
+def test_undial_teacher_lowers_only_the_true_token():
+    """z = [1, 2, 3], true token 2, β = 2: z' = [1, 2, 3 − 2] = [1, 2, 1]; the other logits are untouched."""
+    t = L.undial_teacher_logits(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([2]), 2.0)
+    assert t[0].tolist() == pytest.approx([1.0, 2.0, 1.0], abs=1e-6)
+
+
+def test_undial_loss_hand_value():
+    """Reference logits [0, ln 3] (label 1) and [ln 3, 0] (label 0), β = ln 3: both adjusted teachers are [0, 0],
+    i.e. [1/2, 1/2]. Student = the workhorse: position 0 log p = [ln 1/4, ln 3/4] ->
+    CE = −(1/2·ln 1/4 + 1/2·ln 3/4) = 1/2·ln(16/3); position 1 log p = [ln 1/2, ln 1/2] -> CE = ln 2.
+    Mean = (1/2·ln(16/3) + ln 2)/2 = ln(64/3)/4 ≈ 0.7651. With β = 0 the teacher is θ₀ itself: cross_entropy_to."""
+    ref = _logits([0.0, LN3], [LN3, 0.0], [7.0, -7.0])
+    assert float(L.undial_loss(ref, LOGITS, LABELS, LN3)) == pytest.approx(math.log(64 / 3) / 4, abs=1e-6)
+    assert float(L.undial_loss(ref, LOGITS, LABELS, 0.0)) == pytest.approx(float(L.cross_entropy_to(ref, LOGITS,
+                                                                                                    LABELS)), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- CE-U
+
+
+def test_drop_first_answer_tokens():
+    """The first answer token of each row (the first non -100 label) becomes -100; prompt and padding stay."""
+    labels = torch.tensor([[M, M, 5, 6, 7], [M, 4, 5, M, M]])
+    assert L.drop_first_answer_tokens(labels, 1).tolist() == [[M, M, M, 6, 7], [M, M, 5, M, M]]
+    assert torch.equal(L.drop_first_answer_tokens(labels, 0), labels)
+
+
+def test_ceu_hand_values():
+    """V = 3, labels [-100, 2, 0]. Position 0: z = [0, 0, ln 2], p = [1/4, 1/4, 1/2], target (z_2 = −∞) q =
+    [1/2, 1/2, 0] -> CE = −(1/2·ln 1/4 + 1/2·ln 1/4) = ln 4. Position 1: z = [ln 3, 0, 0], p = [3/5, 1/5, 1/5],
+    q = [0, 1/2, 1/2] -> CE = −ln(1/5) = ln 5.
+    ignore_first 0: (ln 4 + ln 5)/2 = ln(20)/2 ≈ 1.4979; ignore_first 1 (the first answer token skipped): ln 5 ≈
+    1.6094; ignore_first 2: no token left -> 0."""
+    logits = _logits([0.0, 0.0, LN2], [LN3, 0.0, 0.0], [0.0, 0.0, 0.0])
+    labels = torch.tensor([[M, 2, 0]])
+    assert float(L.ceu_loss(logits, labels, 0)) == pytest.approx(math.log(20) / 2, abs=1e-6)
+    assert float(L.ceu_loss(logits, labels, 1)) == pytest.approx(math.log(5), abs=1e-6)
+    assert float(L.ceu_loss(logits, labels, 2)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_ceu_gradient_is_p_minus_q_with_a_detached_target():
+    """One scored position, z = [0, 0, ln 2], label 2: ∂CE/∂z = p − q = [1/4, 1/4, 1/2] − [1/2, 1/2, 0] =
+    [−1/4, −1/4, 1/2] — the target does not move with z (it is built from detached logits)."""
+    logits = _logits([0.0, 0.0, LN2], [9.0, 9.0, 9.0]).requires_grad_(True)
+    L.ceu_loss(logits, torch.tensor([[M, 2]])).backward()
+    assert logits.grad[0, 0].tolist() == pytest.approx([-0.25, -0.25, 0.5], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- PDU
+
+
+def test_logit_margin_loss_hand_value():
+    """(max z − mean z)²: position 0 [0, ln 3] -> (ln 3 − ln 3/2)² = (ln 3)²/4; position 1 [0, 0] -> 0;
+    mean over the 2 answer tokens = (ln 3)²/8 ≈ 0.1509. Flat logits give exactly 0."""
+    assert float(L.logit_margin_loss(LOGITS, LABELS)) == pytest.approx(LN3 ** 2 / 8, abs=1e-6)
+    assert float(L.logit_margin_loss(torch.full((1, 3, 4), 2.5), LABELS)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dual_ascent_hand_values():
+    """λ ← max(0, λ + η·(L_r − ε)) with λ = 1, η = 5, ε = 0.3: L_r = 0.5 -> 1 + 5·0.2 = 2; L_r = 0.1 ->
+    1 + 5·(−0.2) = 0; L_r = 0.05 -> 1 − 1.25 < 0 -> projected to 0."""
+    assert L.dual_ascent(1.0, 0.5, 0.3, 5.0) == pytest.approx(2.0, abs=1e-12)
+    assert L.dual_ascent(1.0, 0.1, 0.3, 5.0) == pytest.approx(0.0, abs=1e-12)
+    assert L.dual_ascent(1.0, 0.05, 0.3, 5.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- AltPO
+
+
+def test_altpo_hand_value_averages_over_alternatives():
+    """β = 1, one item, K = 2 alternatives with policy−reference log-ratios 0 and ln 3, the true answer at its
+    reference (ratio 0): margins 0 and ln 3, σ = 1/2 and 3/4. Loss = −(2/β)·(1/2)(ln 1/2 + ln 3/4) =
+    ln 2 + ln(4/3) = ln(8/3) ≈ 0.9808. With K = 1 it is dpo_loss exactly."""
+    t = torch.tensor
+    chosen, ref_chosen = t([[-5.0], [-5.0 + LN3]]), t([[-5.0], [-5.0]])
+    assert float(L.altpo_loss(chosen, t([-7.0]), ref_chosen, t([-7.0]), 1.0)) == pytest.approx(math.log(8 / 3),
+                                                                                              abs=1e-6)
+    one = L.altpo_loss(chosen[1:], t([-7.0]), ref_chosen[1:], t([-7.0]), 0.1)
+    assert float(one) == pytest.approx(float(L.dpo_loss(chosen[1], t([-7.0]), ref_chosen[1], t([-7.0]), 0.1)),
+                                       abs=1e-6)
+
+
+def test_new_token_losses_ignore_masked_positions():
+    """Prompt, padding and last-position logits perturbed by ~1e4 leave WGA, SatImp, UNDIAL, CE-U and the PDU
+    margin unchanged (only answer positions count)."""
+    logits, labels, irrelevant = _masked_batch()
+    ref = _masked_batch(seed=5)[0]
+    wild, wild_ref = _perturb(logits, irrelevant), _perturb(ref, irrelevant, seed=2)
+    pairs = [(lambda lg, rf: L.wga_loss(lg, labels, 1.0)), (lambda lg, rf: L.satimp_loss(lg, labels, 5.0, 1.0)),
+             (lambda lg, rf: L.undial_loss(rf, lg, labels, 10.0)), (lambda lg, rf: L.ceu_loss(lg, labels, 0)),
+             (lambda lg, rf: L.ceu_loss(lg, labels, 1)), (lambda lg, rf: L.logit_margin_loss(lg, labels))]
+    for fn in pairs:
+        assert float(fn(wild, wild_ref)) == pytest.approx(float(fn(logits, ref)), abs=1e-5)

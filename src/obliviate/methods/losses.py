@@ -146,3 +146,100 @@ def kl_divergence_topk(student_logits: torch.Tensor, top_logp: torch.Tensor, top
     t = torch.cat([top_logp, tail_logp.unsqueeze(-1)], -1)
     kl = (s.exp() * (s - t)).sum(-1) if reverse else (t.exp() * (t - s)).sum(-1)
     return _seq_mean(kl, denom)
+
+
+# --------------------------------------------------------------------------------------------- token-weighted ascent
+# WGA and SatImp (the "gradient perspective" / loss-reweighting family): gradient ascent whose answer tokens are
+# weighted by a DETACHED function of the token's own probability p_t = π_θ(y_t | x, y_<t).
+
+
+def _weighted_ascent(lp: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, denom) -> torch.Tensor:
+    """−(1/N) Σ_t w_t · NLL_t = (1/N) Σ_t w_t · log p_t over answer tokens; `lp` is 0 at masked positions."""
+    return _mean((weight * lp).sum(), mask.sum(), denom)
+
+
+def wga_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float, denom=None) -> torch.Tensor:
+    """Weighted gradient ascent (Wang et al. 2025): −mean_t w_t·NLL_t with w_t = sg(p_t)^β. Confident tokens keep a
+    large weight; a token already pushed down (p_t → 0) stops contributing, which bounds GA's runaway."""
+    lp, mask = token_logps(logits, labels)
+    return _weighted_ascent(lp, mask, lp.detach().exp() ** beta, denom)
+
+
+def satimp_loss(logits: torch.Tensor, labels: torch.Tensor, beta1: float, beta2: float, denom=None) -> torch.Tensor:
+    """SatImp (Yang et al., ICML 2025): −mean_t w_t·NLL_t with w_t = sg(p_t)^β1 · sg(1 − p_t)^β2, the product of a
+    saturation weight (p^β1: drop tokens already forgotten) and an importance weight ((1 − p)^β2)."""
+    lp, mask = token_logps(logits, labels)
+    p = lp.detach().exp()
+    return _weighted_ascent(lp, mask, p ** beta1 * (1 - p) ** beta2, denom)
+
+
+# --------------------------------------------------------------------------------------------- UNDIAL
+
+
+def undial_teacher_logits(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
+    """UNDIAL's adjusted logits (Dong et al., NAACL 2025): the frozen model's logits with the TRUE token's logit
+    lowered by β, z' = z − β·e_y; (…, V) logits, (…) target ids (negative ids are clamped to 0: mask them)."""
+    z = ref_logits.float()
+    return z.scatter_add(-1, targets.clamp_min(0).unsqueeze(-1), torch.full_like(z[..., :1], -beta))
+
+
+def undial_loss(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, beta: float,
+                denom=None) -> torch.Tensor:
+    """Self-distillation to the adjusted teacher: −Σ_v softmax(z')(v)·log π_θ(v) per answer position (cross-entropy
+    = forward KL(teacher ‖ student) + the teacher's entropy), averaged over answer tokens."""
+    lg, lb, mask = shift(logits, labels)
+    teacher = torch.softmax(undial_teacher_logits(ref_logits[:, :-1], lb, beta), -1)  # (B, T-1, V)
+    ce = -(teacher * torch.log_softmax(lg.float(), -1)).sum(-1)
+    return _mean(torch.where(mask, ce, torch.zeros_like(ce)).sum(), mask.sum(), denom)
+
+
+# --------------------------------------------------------------------------------------------- CE-U
+
+
+def drop_first_answer_tokens(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """`labels` with the first `n` answer (non -100) tokens of every row masked to -100."""
+    if n <= 0:
+        return labels
+    keep = labels != IGNORE_INDEX
+    return labels.masked_fill(keep & (keep.cumsum(-1) <= n), IGNORE_INDEX)
+
+
+def ceu_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_first: int = 0, denom=None) -> torch.Tensor:
+    """CE-U (Yang 2025, "Cross Entropy Unlearning"): cross-entropy −Σ_v q(v)·log π_θ(v) to the target
+    q = softmax(sg(z) with z_y = −∞), the model's own distribution with the true token removed; averaged over
+    answer tokens, skipping each row's first `ignore_first` answer tokens (the paper's training-settings footnote).
+    Its gradient on the logits is π_θ − q: bounded, unlike GA's, and zero once the true token has no mass."""
+    lg, lb, mask = shift(logits, drop_first_answer_tokens(labels, ignore_first))
+    lg = lg.float()
+    target = lg.detach().scatter(-1, lb.clamp_min(0).unsqueeze(-1), float("-inf"))
+    ce = -(torch.softmax(target, -1) * torch.log_softmax(lg, -1)).sum(-1)
+    return _mean(torch.where(mask, ce, torch.zeros_like(ce)).sum(), mask.sum(), denom)
+
+
+# --------------------------------------------------------------------------------------------- PDU
+
+
+def logit_margin_loss(logits: torch.Tensor, labels: torch.Tensor, denom=None) -> torch.Tensor:
+    """PDU's logit-margin flattening (Entesari et al. 2025): (max_v z_v − mean_v z_v)² per answer position,
+    averaged over answer tokens; zero exactly when the logits are flat (the output distribution is uniform)."""
+    lg, _, mask = shift(logits, labels)
+    lg = lg.float()
+    margin = (lg.max(-1).values - lg.mean(-1)) ** 2
+    return _mean(torch.where(mask, margin, torch.zeros_like(margin)).sum(), mask.sum(), denom)
+
+
+def dual_ascent(lam: float, constraint: float, eps: float, step_size: float) -> float:
+    """Projected dual ascent on the multiplier of `constraint ≤ eps`: λ ← max(0, λ + η·(constraint − eps))."""
+    return max(0.0, lam + step_size * (constraint - eps))
+
+
+# --------------------------------------------------------------------------------------------- AltPO
+
+
+def altpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+               beta: float, denom=None) -> torch.Tensor:
+    """AltPO (Mekala et al., COLING 2025): DPO with K self-generated alternative answers preferred over the true
+    one, scaled by 2/β as OpenUnlearning's DPO: −(2/β)·E_items (1/K) Σ_k log σ(β·((log π_k − log π_ref,k) −
+    (log π_true − log π_ref,true))). Sequence-sum log-probs; (K, B) alternatives, (B,) true answers."""
+    margin = (chosen - ref_chosen) - (rejected - ref_rejected).unsqueeze(0)  # (K, B)
+    return -(2.0 / beta) * _seq_mean(F.logsigmoid(beta * margin).mean(0), denom)
