@@ -37,6 +37,18 @@ def seq_logps(model, view: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch
     return sequence_logps(logits_of(model, view), view["labels"])
 
 
+def retain_views(kind: str) -> tuple[str, ...]:
+    """The data views of a method with an optional retain term: the forget set, plus the retain set unless the
+    term is "none"."""
+    return ("forget",) if kind == "none" else ("forget", "retain")
+
+
+def retain_reference(kind: str, otherwise: str = "none") -> str:
+    """The reference a method with an optional retain term needs: a frozen model for a KL retain term, else
+    `otherwise` (what its forget term needs)."""
+    return "model" if kind == "kl" else otherwise
+
+
 def retain_term(kind: RetainTerm, model, ref, view: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, float]]:
     """The retain-side regulariser: NLL on D_r ("gd", gradient descent) or KL(p₀ ‖ p_θ) on D_r ("kl")."""
     if kind == "none" or view is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
-from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, tok_denom
+from obliviate.methods.common import RetainTerm, logits_of, num, retain_reference, retain_term, retain_views, tok_denom
 from obliviate.methods.losses import ga_loss
 
 
@@ -32,8 +32,8 @@ class GradientAscent(GradientMethod):
 
     def __init__(self, cfg: GAConfig) -> None:
         super().__init__(cfg)
-        self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
-        self.reference = "model" if cfg.retain == "kl" else "none"
+        self.views = retain_views(cfg.retain)
+        self.reference = retain_reference(cfg.retain)
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: GAConfig = self.cfg  # type: ignore[assignment]

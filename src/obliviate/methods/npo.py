@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
-from obliviate.methods.common import RetainTerm, num, retain_term, seq_logps, seq_denom
+from obliviate.methods.common import RetainTerm, num, retain_reference, retain_term, retain_views, seq_denom, seq_logps
 from obliviate.methods.losses import npo_loss
 
 
@@ -34,8 +34,8 @@ class NPO(GradientMethod):
 
     def __init__(self, cfg: NPOConfig) -> None:
         super().__init__(cfg)
-        self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
-        self.reference = "model" if cfg.retain == "kl" else "logps"
+        self.views = retain_views(cfg.retain)
+        self.reference = retain_reference(cfg.retain, "logps")
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: NPOConfig = self.cfg  # type: ignore[assignment]

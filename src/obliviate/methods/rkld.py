@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
-from obliviate.methods.common import FinetuneNLL, logits_of, num, tok_denom
+from obliviate.methods.common import FinetuneNLL, logits_of, num, retain_reference, retain_views, tok_denom
 from obliviate.methods.losses import (kl_divergence, kl_divergence_topk, kl_loss, nll_loss, rkld_teacher_logits, shift,
                                       topk_teacher)
 
@@ -67,8 +67,8 @@ class RKLD(GradientMethod):
 
     def __init__(self, cfg: RKLDConfig) -> None:
         super().__init__(cfg)
-        self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
-        self.reference = "model" if cfg.retain == "kl" else "none"
+        self.views = retain_views(cfg.retain)
+        self.reference = retain_reference(cfg.retain)
         self.mode: str | None = None  # on_the_fly | precomputed, chosen in setup()
         self.k: int | None = None  # top-k of the precomputed teacher (None = the full vocabulary)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, tok_denom
+from obliviate.methods.common import RetainTerm, logits_of, num, retain_reference, retain_term, retain_views, tok_denom
 from obliviate.methods.losses import satimp_loss
 
 
@@ -40,8 +40,8 @@ class SatImp(GradientMethod):
 
     def __init__(self, cfg: SatImpConfig) -> None:
         super().__init__(cfg)
-        self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
-        self.reference = "model" if cfg.retain == "kl" else "none"
+        self.views = retain_views(cfg.retain)
+        self.reference = retain_reference(cfg.retain)
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: SatImpConfig = self.cfg  # type: ignore[assignment]

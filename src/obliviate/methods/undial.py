@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, tok_denom
+from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, retain_views, tok_denom
 from obliviate.methods.losses import undial_loss
 
 
@@ -38,7 +38,7 @@ class UNDIAL(GradientMethod):
 
     def __init__(self, cfg: UNDIALConfig) -> None:
         super().__init__(cfg)
-        self.views = ("forget",) if cfg.retain == "none" else ("forget", "retain")
+        self.views = retain_views(cfg.retain)
 
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: UNDIALConfig = self.cfg  # type: ignore[assignment]
