@@ -27,7 +27,9 @@ def _run(args: list[str], tmp: Path, procs: int = 1) -> None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                 str(29500 + os.getpid() % 1000), "-m", "obliviate"] if procs > 1 else [sys.executable, "-m", "obliviate"]
     res = subprocess.run(launcher + args, env=_env(tmp), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    # the first failing rank's own lines come first (the launcher's summary at the end names only the exit code)
+    ranks = [ln for ln in res.stderr.splitlines() if ln.startswith(("[rank", "error:", "Traceback")) or "Error" in ln]
+    assert res.returncode == 0, "\n".join(ranks[:60]) + "\n...\n" + res.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
