@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from obliviate.eval.passes import generate_pass, sample_pass
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import num, retain_term, seq_denom, seq_logps
 from obliviate.methods.losses import altpo_loss, sequence_logps
 from obliviate.utils.tensors import model_device, pad_batch
@@ -71,6 +71,7 @@ class AltPOConfig(TrainConfig):
 @register_method("altpo", doc="AltPO: DPO preferring self-generated alternative answers over the true one + retain.")
 class AltPO(GradientMethod):
     Config = AltPOConfig
+    search_space = {**TRAIN_SPACE, "beta": Space.log(0.02, 1.0), "retain_weight": Space.log(0.1, 10.0)}
     reference = "logps"
     ref_views = ("forget",)  # the alternatives' reference log-probs are computed in setup(), once they exist
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import logits_of, num, tok_denom
 from obliviate.methods.losses import IGNORE_INDEX, dual_ascent, logit_margin_loss, nll_loss
 
@@ -48,6 +48,8 @@ class PDUConfig(TrainConfig):
 @register_method("pdu", doc="Primal-dual unlearning: flatten forget logits, retain NLL ≤ ε by a dual variable.")
 class PDU(GradientMethod):
     Config = PDUConfig
+    search_space = {**TRAIN_SPACE, "eps": Space.log(0.03, 3.0),  # the retain-loss bound and the dual step
+                    "dual_step": Space.log(0.5, 50.0)}
     views = ("forget", "retain")
 
     def __init__(self, cfg: PDUConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import RetainTerm, logits_of, num, retain_reference, retain_term, retain_views, tok_denom
 from obliviate.methods.losses import satimp_loss
 
@@ -37,6 +37,8 @@ class SatImpConfig(TrainConfig):
 @register_method("satimp", doc="SatImp: GA with detached token weights p^β1·(1−p)^β2 (+ 0.1·retain NLL).")
 class SatImp(GradientMethod):
     Config = SatImpConfig
+    search_space = {**TRAIN_SPACE, "beta1": Space.uniform(0.0, 8.0), "beta2": Space.uniform(0.0, 4.0),
+                    "retain_weight": Space.log(0.01, 1.0, when=lambda c: c.retain != "none")}
 
     def __init__(self, cfg: SatImpConfig) -> None:
         super().__init__(cfg)

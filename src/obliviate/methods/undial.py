@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import RetainTerm, logits_of, num, retain_term, retain_views, tok_denom
 from obliviate.methods.losses import undial_loss
 
@@ -34,6 +34,8 @@ class UNDIALConfig(TrainConfig):
 @register_method("undial", doc="UNDIAL: self-distillation to the original logits with the true token lowered by β.")
 class UNDIAL(GradientMethod):
     Config = UNDIALConfig
+    search_space = {**TRAIN_SPACE, "beta": Space.log(1.0, 30.0),  # the logit reduction of the true token
+                    "retain_weight": Space.log(0.1, 10.0, when=lambda c: c.retain != "none")}
     reference = "model"  # the teacher is θ₀'s full-vocabulary logits, computed on the fly
 
     def __init__(self, cfg: UNDIALConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
+from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import RetainTerm, logits_of, num, retain_reference, retain_term, retain_views, tok_denom
 from obliviate.methods.losses import wga_loss
 
@@ -33,6 +33,8 @@ class WGAConfig(TrainConfig):
 @register_method("wga", doc="Weighted gradient ascent: GA with detached token weights p^β (+ retain NLL).")
 class WGA(GradientMethod):
     Config = WGAConfig
+    search_space = {**TRAIN_SPACE, "beta": Space.uniform(0.0, 4.0),
+                    "retain_weight": Space.log(0.1, 10.0, when=lambda c: c.retain != "none")}
 
     def __init__(self, cfg: WGAConfig) -> None:
         super().__init__(cfg)
