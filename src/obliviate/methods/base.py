@@ -65,6 +65,8 @@ class TrainConfig(Config):
         "random", description="forget batches drawn at random, or shuffled then grouped by length within chunks of "
                               "32 batches (less padding; for fine-tuning such as the model builder)")
     seed: int = 0
+    checkpoint: bool = Field(True, description="save a resumable checkpoint after every epoch (off where a run "
+                                              "cannot be resumed anyway, e.g. the model builder's)")
     template: Literal["auto", "plain", "chat"] = "auto"
     lora: LoraSpec | None = None
 

@@ -219,7 +219,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         stop = method.after_epoch(acc.unwrap_model(model), epoch + 1, record)
         state.history.append(record)
         state.epoch = epoch + 1
-        _save_checkpoint(acc, ckpt, state, method.state_dict())
+        if cfg.checkpoint:
+            _save_checkpoint(acc, ckpt, state, method.state_dict())
         if progress:  # after the checkpoint: a consumer that stops the run here loses nothing
             progress(ProgressEvent("epoch", step=state.step, total=total, epoch=epoch + 1, epochs=cfg.epochs,
                                    terms={k: float(v) for k, v in record.items()

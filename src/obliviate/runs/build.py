@@ -64,7 +64,8 @@ class TrainSpec(Config):
         return TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, warmup_steps=self.warmup_steps,
                            schedule="cosine", min_lr_ratio=self.min_lr_ratio, adam_betas=(0.9, 0.95),
                            weight_decay=self.weight_decay, grad_clip=self.grad_clip, max_length=self.max_length,
-                           batching="length_grouped", seed=self.seed, template=template, lora=lora)  # type: ignore[arg-type]
+                           batching="length_grouped", seed=self.seed, template=template, lora=lora,  # type: ignore[arg-type]
+                           checkpoint=False)  # a build that fails is discarded whole (atomic_dir): nothing to resume
 
 
 class BuildConfig(Config):
