@@ -101,17 +101,15 @@ def cloud_svg(data: dict[str, Any]) -> str | None:
     shaded = False
     for text, th in (data.get("constraints") or {}).items():
         metric, op = text.split()[0], text.split()[1]
-        if metric == "model_utility":
-            lo, hi = ax.get_ylim()
-            ax.axhspan(th, max(hi, th), color="tab:green", alpha=0.08) if op == ">=" else \
-                ax.axhspan(min(lo, th), th, color="tab:green", alpha=0.08)
-            ax.axhline(th, color="tab:green", lw=0.8, ls="--")
-            shaded = True
-        elif metric == "forget_quality":
-            lo, hi = ax.get_xlim()
-            ax.axvspan(th, max(hi, th), color="tab:green", alpha=0.08) if op == ">=" else \
-                ax.axvspan(min(lo, th), th, color="tab:green", alpha=0.08)
-            ax.axvline(th, color="tab:green", lw=0.8, ls="--")
+        # model utility is the y axis, forget quality the x axis: shade the side of the threshold that is feasible
+        axis = {"model_utility": (ax.get_ylim, ax.axhspan, ax.axhline),
+                "forget_quality": (ax.get_xlim, ax.axvspan, ax.axvline)}.get(metric)
+        if axis is not None:
+            limits, span, line = axis
+            lo, hi = limits()
+            span(th, max(hi, th), color="tab:green", alpha=0.08) if op == ">=" else \
+                span(min(lo, th), th, color="tab:green", alpha=0.08)
+            line(th, color="tab:green", lw=0.8, ls="--")
             shaded = True
     ax.set_xlabel("forget quality (log, higher = closer to the retain model)")
     ax.set_ylabel("model utility")
