@@ -80,3 +80,27 @@ def test_the_manifest_records_the_teacher_objective(tiny_model_dir, forget_recor
                             config={**CFG, "aug_epochs": 1})
     manifest = json.loads((res.out / "manifest.json").read_text())
     assert manifest["run_info"] == {"rkld_teacher": {"mode": "precomputed", "objective": "exact", "topk": None}}
+
+
+def test_a_lora_run_augments_through_its_own_adapters(tiny_model, forget_records, helpers, tmp_path):
+    """With `lora` (the real-scale presets), setup() receives the engine's PeftModel: θ₀ is its merged copy (the
+    fresh adapters are zero, so the same function) and θ_aug is trained through LoRA adapters and merged into a
+    plain model, more confident on the forget set than θ₀; the student's adapters are left untouched."""
+    from obliviate.methods.engine import apply_lora
+
+    model, tok = tiny_model
+    before = helpers.mean_answer_nll(model, tok, forget_records)
+    lora = {"lora": {"r": 8, "alpha": 16, "targets": ["q_proj", "v_proj", "down_proj"]}, "aug_lr": 2e-3}
+    cfg = METHODS.get("rkld").make_config({**CFG, **lora, "teacher": "on_the_fly"})
+    method = METHODS.get("rkld").create(cfg)
+    method.ctx = _ctx(tok, forget_records, tmp_path)
+    views = Views.build(method.views, forget_records, [], method.ctx.formatter)
+    student = apply_lora(copy.deepcopy(model), cfg)
+    method.setup(student, None, views)
+    assert not hasattr(method.orig, "peft_config") and not hasattr(method.aug, "peft_config")
+    assert helpers.mean_answer_nll(method.orig, tok, forget_records) == pytest.approx(before, rel=1e-5)
+    # this 32-wide model has memorised the records (0.037 nats): rank-8 adapters lower it a little (at 5e-3 they
+    # overshoot), unlike the full fine-tune of the first test
+    assert helpers.mean_answer_nll(method.aug, tok, forget_records) < before
+    assert any(not torch.equal(a, b) for a, b in zip(method.aug.parameters(), method.orig.parameters()))
+    assert all(float(p.abs().sum()) == 0 for n, p in student.named_parameters() if "lora_B" in n)

@@ -47,15 +47,18 @@ class RKLDConfig(TrainConfig):
 
 def augment(model, cfg: RKLDConfig, ctx) -> torch.nn.Module:
     """θ_aug: fine-tune a copy of θ₀ on the forget set with the shared loop (checkpointed under work_dir/augment,
-    so a resumed RKLD run does not redo it)."""
+    so a resumed RKLD run does not redo it), through the run's LoRA adapters (then merged) when it has them: a
+    full fine-tune at a LoRA learning rate would not be the same augmentation."""
     from obliviate.methods.engine import train
 
     aug_cfg = TrainConfig(**{**{k: getattr(cfg, k) for k in TrainConfig.model_fields}, "lr": cfg.aug_lr or cfg.lr,
-                             "epochs": max(1, cfg.aug_epochs), "lora": None})
+                             "epochs": max(1, cfg.aug_epochs)})
     aug = copy.deepcopy(model).requires_grad_(True)
     if cfg.aug_epochs == 0:
         return aug.eval().requires_grad_(False)
     trained, _ = train(FinetuneNLL(aug_cfg), aug, ctx.tokenizer, ctx.forget, [], ctx.work_dir / "augment")
+    if aug_cfg.lora is not None:
+        trained = trained.merge_and_unload()
     return trained.eval().requires_grad_(False)
 
 
@@ -75,7 +78,10 @@ class RKLD(GradientMethod):
     def setup(self, model, ref, views) -> None:
         """Build θ_aug, then either keep θ₀/θ_aug frozen or precompute the teacher once (chosen by memory)."""
         cfg: RKLDConfig = self.cfg  # type: ignore[assignment]
-        orig = copy.deepcopy(model).eval().requires_grad_(False)
+        orig = copy.deepcopy(model)
+        if hasattr(orig, "merge_and_unload"):  # a LoRA run: its fresh adapters are zero, θ₀ is the merged copy
+            orig = orig.merge_and_unload()
+        orig = orig.eval().requires_grad_(False)
         aug = augment(orig, cfg, self.ctx)
         n_tokens = sum(len(e.input_ids) - e.prompt_len for e in views.encoded["forget"])
         vocab = model.config.vocab_size
