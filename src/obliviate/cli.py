@@ -151,6 +151,22 @@ def build_progress():
 
 
 @contextmanager
+def eval_progress():
+    """One bar per model pass as it runs (scoring answers, generating), with its ETA; gone when the evaluation
+    ends (the summary table follows)."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(desc: str, done: int, total: int) -> None:
+            if desc not in tasks:
+                tasks[desc] = bar.add_task(desc, total=total)
+            bar.update(tasks[desc], completed=done, total=total)
+
+        yield update
+
+
+@contextmanager
 def _bar_gone_on_error(bar: Progress):
     """A run that fails (or is interrupted) ends with its one line only: the bar is not left on the screen."""
     try:
@@ -201,9 +217,10 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
         cfg["save_generations"] = True
     if scenario is None and forget is None:
         scenario = "synthetic"
-    res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
-                       config=cfg, scenario_options=cfg.pop("scenario_options", None), forget=forget, retain=retain,
-                       holdout=holdout)
+    with eval_progress() as progress:
+        res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
+                           config=cfg, scenario_options=cfg.pop("scenario_options", None), forget=forget,
+                           retain=retain, holdout=holdout, progress=progress)
     print_summary(res.summary, f"{scenario or forget}: {model}", res.meta.get("absent"))
     con.print(f"written: {out}")
 
@@ -319,7 +336,9 @@ def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to att
     if target is None:
         target = api.input_model_of(model)
     scen = api.load_scenario(scenario, data, **scen_opts)
-    res = api.attack(model, scen, attack_, target=target, out=out, overwrite=overwrite, config=cfg)
+    with eval_progress() as progress:
+        res = api.attack(model, scen, attack_, target=target, out=out, overwrite=overwrite, config=cfg,
+                         progress=progress)
     t = Table(title=f"attack {attack_}: forget ROUGE-L recall")
     for c in ("model", "before", "after", "recovery"):
         t.add_column(c, justify="right" if c != "model" else "left")
@@ -474,6 +493,8 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
           paper_defaults: Annotated[bool, typer.Option(help="use the papers' hyperparameters, not the tiny-model presets")] = False,
           presets: Annotated[Path | None, typer.Option(help="a preset file (method -> config overrides, as `obliviate "
                                                             "sweep --export-preset` writes it) over the built-in presets")] = None,
+          base: Annotated[str, typer.Option(help="tiny (from scratch) | a base the scenario's models are fine-tuned "
+                                                 "from (obliviate ls bases), e.g. smollm2-135m")] = "tiny",
           overrides: Overrides = None) -> None:
     """Run every method on a scenario, evaluate each, and write a leaderboard and report.html."""
     from obliviate import api
@@ -488,7 +509,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
         per_method[k] = v
     board = api.bench(scenario, names, out, jobs, data, paper_defaults, per_method,
                       progress=lambda msg: err.print(f"[dim]{msg}[/]"),
-                      attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets)
+                      attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets, base=base)
     _print_board(board)
     con.print(f"report: {(out / 'report.html').resolve()}")
 
@@ -496,7 +517,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
 def _print_board(board: dict) -> None:
     from obliviate.eval.report import fmt_value
 
-    t = Table(title=f"obliviate bench: {board['scenario']}")
+    t = Table(title=f"obliviate bench: {board['scenario']} on {board.get('base', 'tiny')}")
     cols = ("forget_quality", "model_utility", "forget_rougeL_recall", "privleak", "wall_time_s")
     t.add_column("method")
     for c in cols:
@@ -510,7 +531,7 @@ def _print_board(board: dict) -> None:
 def demo(out: Annotated[Path, typer.Option(help="where the demo writes its results")] = Path("runs/demo")) -> None:
     """The main job: `obliviate bench` on the embedded scenario with every method; prints the report's path."""
     bench(scenario="synthetic", methods=None, out=out, jobs=0, data=None, attacks=None, paper_defaults=False,
-          presets=None, overrides=None)
+          presets=None, base="tiny", overrides=None)
 
 
 @app.command()

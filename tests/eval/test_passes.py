@@ -131,6 +131,19 @@ def test_generate_pass_matches_one_prompt_at_a_time(llama):
     assert batched == alone and all(len(x) <= n for x, n in zip(batched, [6, 4, 6]))
 
 
+def test_passes_report_their_progress_per_batch(llama, seqs):
+    """The eval progress bars' source: (done, total) after every batch, ending at the total; results unchanged."""
+    ticks: list[tuple[int, int]] = []
+    stats = logprob_pass(llama, seqs, pad_id=0, batch_size=2, progress=lambda d, t: ticks.append((d, t)))
+    assert ticks == [(2, 5), (4, 5), (5, 5)]
+    whole = logprob_pass(llama, seqs, pad_id=0)  # one batch: equal up to the batching's float rounding
+    assert all(a.logps.tolist() == pytest.approx(b.logps.tolist(), abs=1e-5) for a, b in zip(stats, whole))
+    ticks.clear()
+    prompts = [[5, 6, 7], [9], [10, 11, 12, 13, 14]]
+    out = generate_pass(llama, prompts, 0, 2, 4, batch_size=2, progress=lambda d, t: ticks.append((d, t)))
+    assert ticks == [(2, 3), (3, 3)] and out == generate_pass(llama, prompts, 0, 2, 4, batch_size=2)
+
+
 def test_sample_pass_shapes_and_seed(llama):
     prompts = [[5, 6, 7], [9, 10]]
     torch.manual_seed(3)

@@ -45,9 +45,9 @@ def _spy_questions(monkeypatch) -> list[list[str]]:
     seen: list[list[str]] = []
     real = A.forget_scores
 
-    def spy(model, tok, records, max_new_tokens, questions=None):
+    def spy(model, tok, records, max_new_tokens, questions=None, progress=None):
         seen.append(list(questions) if questions is not None else [r.question for r in records])
-        return real(model, tok, records, max_new_tokens, questions)
+        return real(model, tok, records, max_new_tokens, questions, progress)
 
     monkeypatch.setattr(A, "forget_scores", spy)
     return seen

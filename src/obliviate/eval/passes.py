@@ -13,7 +13,7 @@ Results of `logprob_pass` and `generate_pass` are cached on disk by `PassCache` 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +27,7 @@ from obliviate.utils.hashing import stable_hash
 from obliviate.utils.tensors import model_device, pad_batch
 
 Reduction = Literal["token_mean", "sequence_mean", "sum", "none"]
+Tick = Callable[[int, int], None]  # progress(done, total) of one pass
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,13 @@ def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Te
 
 @torch.no_grad()
 def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 32,
-                 token_budget: int = 16384) -> list[TokenStats]:
-    """Per-token answer statistics for every encoded (prompt, answer) sequence, in input order."""
+                 token_budget: int = 16384, progress: Tick | None = None) -> list[TokenStats]:
+    """Per-token answer statistics for every encoded (prompt, answer) sequence, in input order. `progress(done,
+    total)` is called after each batch (sequences done)."""
     model.eval()
     dev = model_device(model)
     out: list[TokenStats | None] = [None] * len(encoded)
+    done = 0
     for idx in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size, token_budget):
         ids, mask, lab = pad_batch([encoded[i].input_ids for i in idx], pad_id, labels=[encoded[i].labels for i in idx])
         logits, target, valid = answer_logits(model, ids.to(dev), mask.to(dev), lab.to(dev))  # (N, V)
@@ -109,6 +112,9 @@ def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int
         for i, c in zip(idx, counts, strict=True):
             out[i] = TokenStats(*(x[pos:pos + c] for x in cols))
             pos += c
+        done += len(idx)
+        if progress is not None:
+            progress(done, len(encoded))
     return out  # type: ignore[return-value]
 
 
@@ -178,9 +184,10 @@ def answer_nll(model, data: Mapping[str, torch.Tensor] | Sequence[Encoded], redu
 
 
 def _decode(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, limits: list[int],
-            order: list[int], batch_size: int, n: int, **sampling) -> list[list[list[int]]]:
+            order: list[int], batch_size: int, n: int, progress: Tick | None = None,
+            **sampling) -> list[list[list[int]]]:
     """`n` continuations per prompt, batches of `batch_size` prompts taken in `order`; each cut at its limit
-    and at the first EOS (EOS and what follows removed)."""
+    and at the first EOS (EOS and what follows removed). `progress(done, total)` after each batch (prompts)."""
     model.eval()
     dev = model_device(model)
     out: list[list[list[int]]] = [[] for _ in prompts]
@@ -197,20 +204,23 @@ def _decode(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int, l
             if eos_id in toks:
                 toks = toks[: toks.index(eos_id)]
             out[i].append(toks)
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
     return out
 
 
 @torch.no_grad()
 def generate_pass(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: int,
-                  max_new_tokens: int | Sequence[int] = 200, batch_size: int = 64) -> list[list[int]]:
+                  max_new_tokens: int | Sequence[int] = 200, batch_size: int = 64,
+                  progress: Tick | None = None) -> list[list[int]]:
     """Greedy continuations (token ids, EOS and what follows it removed) for every prompt, in input order.
     `max_new_tokens` may differ per prompt (EL_n continues each prefix for the rest of the answer's length)."""
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     # Group by generation length first (the costly dimension), then prompt length.
     order = sorted(range(len(prompts)), key=lambda i: (-limits[i], -len(prompts[i])))
     # temperature/top_p/top_k None override sampling defaults a model's generation_config may carry
-    outs = _decode(model, prompts, pad_id, eos_id, limits, order, batch_size, 1, do_sample=False, temperature=None,
-                   top_p=None, top_k=None)
+    outs = _decode(model, prompts, pad_id, eos_id, limits, order, batch_size, 1, progress, do_sample=False,
+                   temperature=None, top_p=None, top_k=None)
     return [o[0] for o in outs]
 
 

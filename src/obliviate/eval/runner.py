@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import torch
 
 from obliviate.data.records import QA, Split
 from obliviate.data.templates import Encoded, Formatter
-from obliviate.eval.passes import PassCache, TokenStats, encoded_key, generate_pass, logprob_pass
+from obliviate.eval.passes import PassCache, Tick, TokenStats, encoded_key, generate_pass, logprob_pass
 from obliviate.models.loading import fingerprint
+
+
+PassProgress = Callable[[str, int, int], None]  # (what the pass does, done, total)
 
 
 class ModelRunner:
     """Runs and caches the teacher-forced and generation passes of one model.
 
-    Every pass is keyed by (model fingerprint, exact input token ids, parameters), in memory and on disk."""
+    Every pass is keyed by (model fingerprint, exact input token ids, parameters), in memory and on disk.
+    `progress(description, done, total)`, when set, follows every pass that runs (cached passes run none)."""
 
     def __init__(self, model, tokenizer, *, template: str = "auto", max_length: int = 512, batch_size: int = 32,
                  gen_batch_size: int = 64, max_new_tokens: int = 200, cache: PassCache | None = None,
-                 name: str = "model") -> None:
+                 name: str = "model", progress: PassProgress | None = None) -> None:
         self.model = model
         self.tok = tokenizer
         self.fmt = Formatter(tokenizer, template, max_length=max_length)  # type: ignore[arg-type]
@@ -29,7 +33,14 @@ class ModelRunner:
         self.max_new_tokens = max_new_tokens
         self.cache = cache or PassCache(enabled=False)
         self.name = name
+        self.progress = progress
         self._mem: dict[str, object] = {}
+
+    def _tick(self, what: str, n: int) -> Tick | None:
+        if self.progress is None:
+            return None
+        report, desc = self.progress, f"{self.name}: {what} ({n})"
+        return lambda done, total: report(desc, done, total)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -56,7 +67,8 @@ class ModelRunner:
             return self._mem[key]  # type: ignore[return-value]
         stats = self.cache.load_stats(key)
         if stats is None:
-            stats = logprob_pass(self.model, enc, self.pad_id, self.batch_size)
+            stats = logprob_pass(self.model, enc, self.pad_id, self.batch_size,
+                                 progress=self._tick("scoring answers", len(enc)))
             self.cache.save_stats(key, stats)
         self._mem[key] = stats
         return stats
@@ -71,7 +83,8 @@ class ModelRunner:
             return self._mem[key]  # type: ignore[return-value]
         out = self.cache.load_tokens(key) if persist else None
         if out is None:
-            out = generate_pass(self.model, prompts, self.pad_id, self.fmt.eos_id, max_new, self.gen_batch_size)
+            out = generate_pass(self.model, prompts, self.pad_id, self.fmt.eos_id, max_new, self.gen_batch_size,
+                                progress=self._tick("generating", len(prompts)))
             if persist:
                 self.cache.save_tokens(key, out)
         self._mem[key] = out

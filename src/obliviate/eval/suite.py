@@ -25,7 +25,7 @@ from obliviate.errors import DataError
 from obliviate.eval import metrics as M
 from obliviate.eval import specs
 from obliviate.eval.passes import PassCache
-from obliviate.eval.runner import ModelRunner
+from obliviate.eval.runner import ModelRunner, PassProgress
 from obliviate.eval.specs import Items, MetricSpec
 from obliviate.utils import dist
 from obliviate.utils.io import read_json
@@ -227,10 +227,10 @@ def absent_reasons(summary: dict[str, Any], chosen: Sequence[MetricSpec], items:
     return out
 
 
-def make_runner(model, tokenizer, cfg: EvalConfig, name: str) -> ModelRunner:
+def make_runner(model, tokenizer, cfg: EvalConfig, name: str, progress: PassProgress | None = None) -> ModelRunner:
     return ModelRunner(model, tokenizer, template=cfg.template, max_length=cfg.max_length, batch_size=cfg.batch_size,
                        gen_batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens,
-                       cache=PassCache(enabled=cfg.cache), name=name)
+                       cache=PassCache(enabled=cfg.cache), name=name, progress=progress)
 
 
 def env_threads() -> int | None:

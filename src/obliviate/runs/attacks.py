@@ -30,7 +30,7 @@ from obliviate.config import Config, build_config
 from obliviate.data.records import QA, Split
 from obliviate.errors import DataError
 from obliviate.eval import metrics as M
-from obliviate.eval.runner import ModelRunner
+from obliviate.eval.runner import ModelRunner, PassProgress
 from obliviate.methods.base import TrainConfig
 from obliviate.methods.common import FinetuneNLL
 from obliviate.methods.engine import train
@@ -66,11 +66,12 @@ class AttackConfig(Config):
         return v
 
 
-def forget_scores(model, tok, records: Sequence[QA], max_new_tokens: int, questions: Sequence[str] | None = None) -> dict[str, float]:
+def forget_scores(model, tok, records: Sequence[QA], max_new_tokens: int, questions: Sequence[str] | None = None,
+                  progress: PassProgress | None = None) -> dict[str, float]:
     """Mean ROUGE-L recall of greedy answers and mean probability of the true answers."""
     qs = list(questions) if questions is not None else [r.question for r in records]
     recs = [r.with_(question=q) for r, q in zip(records, qs, strict=True)]
-    runner = ModelRunner(model, tok, max_new_tokens=max_new_tokens, name="attack")
+    runner = ModelRunner(model, tok, max_new_tokens=max_new_tokens, name="attack", progress=progress)
     split = Split("attack", tuple(recs))
     gens = runner.generations(split)
     stats = runner.split_stats(split)["answer"]
@@ -82,12 +83,12 @@ def ratio(after: float, before: float) -> float | None:
     return None if before <= 0 else after / before
 
 
-AttackFn = Callable[[Any, Any, Sequence[QA], AttackConfig], dict[str, Any]]
+AttackFn = Callable[..., dict[str, Any]]  # (model, tok, forget, cfg, progress) -> result
 ATTACKS: Registry[AttackFn] = Registry("attack")
 
 
 @ATTACKS.register("relearn")
-def relearn(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+def relearn(model, tok, forget: Sequence[QA], cfg: AttackConfig, progress: PassProgress | None = None) -> dict[str, Any]:
     """Fine-tune briefly on one part of the forget set; measure the other part before and after."""
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(forget)).tolist()
@@ -96,26 +97,27 @@ def relearn(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, An
         raise DataError("the relearning attack needs at least 2 forget items (one to train on, one to measure)")
     train_part = [forget[i] for i in sorted(order[:k])]
     held = [forget[i] for i in sorted(order[k:])]
-    before = forget_scores(model, tok, held, cfg.max_new_tokens)
+    before = forget_scores(model, tok, held, cfg.max_new_tokens, progress=progress)
     spe = math.ceil(len(train_part) / cfg.batch_size)
     tcfg = TrainConfig(lr=cfg.lr, epochs=math.ceil(cfg.steps / spe), batch_size=cfg.batch_size, warmup_epochs=0,
                        weight_decay=0.0, seed=cfg.seed)
     with tempfile.TemporaryDirectory(prefix="obliviate-relearn-") as d:
         attacked, state = train(FinetuneNLL(tcfg), copy.deepcopy(model), tok, train_part, [], Path(d))
-    after = forget_scores(attacked.eval(), tok, held, cfg.max_new_tokens)
+    after = forget_scores(attacked.eval(), tok, held, cfg.max_new_tokens, progress=progress)
     return {"before": before, "after": after, "steps": state.step, "trained_on": len(train_part),
             "measured_on": len(held)}
 
 
 @ATTACKS.register("paraphrase")
-def paraphrase(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+def paraphrase(model, tok, forget: Sequence[QA], cfg: AttackConfig,
+               progress: PassProgress | None = None) -> dict[str, Any]:
     """The forget metrics on paraphrased questions."""
     recs = [r for r in forget if r.paraphrased_question]
     if not recs:
         raise DataError("the paraphrase attack needs forget records with 'paraphrased_question' (TOFU's "
                         "forgetNN_perturbed and the synthetic scenario have them)")
-    before = forget_scores(model, tok, recs, cfg.max_new_tokens)
-    after = forget_scores(model, tok, recs, cfg.max_new_tokens, [r.paraphrased_question for r in recs])
+    before = forget_scores(model, tok, recs, cfg.max_new_tokens, progress=progress)
+    after = forget_scores(model, tok, recs, cfg.max_new_tokens, [r.paraphrased_question for r in recs], progress)
     return {"before": before, "after": after, "measured_on": len(recs)}
 
 
@@ -134,18 +136,19 @@ def quantize_weights(model, bits: int):
 
 
 @ATTACKS.register("quantize")
-def quantize(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+def quantize(model, tok, forget: Sequence[QA], cfg: AttackConfig, progress: PassProgress | None = None) -> dict[str, Any]:
     """Round the weights to 8 and 4 bits and re-evaluate the forget set."""
-    before = forget_scores(model, tok, forget, cfg.max_new_tokens)
-    per_bits = {str(b): forget_scores(quantize_weights(model, b), tok, forget, cfg.max_new_tokens) for b in cfg.bits}
+    before = forget_scores(model, tok, forget, cfg.max_new_tokens, progress=progress)
+    per_bits = {str(b): forget_scores(quantize_weights(model, b), tok, forget, cfg.max_new_tokens, progress=progress)
+                for b in cfg.bits}
     worst = max(per_bits.values(), key=lambda s: s["rougeL"])
     return {"before": before, "after": worst, "per_bits": per_bits, "measured_on": len(forget)}
 
 
 @ATTACKS.register("prefix")
-def prefix(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
+def prefix(model, tok, forget: Sequence[QA], cfg: AttackConfig, progress: PassProgress | None = None) -> dict[str, Any]:
     """Give the first part of each answer; measure how much of the rest the model completes (greedy)."""
-    runner = ModelRunner(model, tok, max_new_tokens=cfg.max_new_tokens, name="attack")
+    runner = ModelRunner(model, tok, max_new_tokens=cfg.max_new_tokens, name="attack", progress=progress)
     prompts, rests = [], []
     for r in forget:
         ans = runner.fmt.answer_ids(r.answer, eos=False)
@@ -159,12 +162,13 @@ def prefix(model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any
     conts = runner.generate_ids(prompts, cfg.max_new_tokens)
     after = float(np.mean([M.rouge_l_recall(tok.decode(c, skip_special_tokens=True), rest)
                            for c, rest in zip(conts, rests, strict=True)]))
-    before = forget_scores(model, tok, forget, cfg.max_new_tokens)
+    before = forget_scores(model, tok, forget, cfg.max_new_tokens, progress=progress)
     return {"before": before, "after": {"rougeL": after}, "measured_on": len(prompts)}
 
 
-def run_attack(name: str, model, tok, forget: Sequence[QA], cfg: AttackConfig) -> dict[str, Any]:
-    res = ATTACKS.get(name)(model, tok, forget, cfg)
+def run_attack(name: str, model, tok, forget: Sequence[QA], cfg: AttackConfig,
+               progress: PassProgress | None = None) -> dict[str, Any]:
+    res = ATTACKS.get(name)(model, tok, forget, cfg, progress)
     res["recovery"] = ratio(res["after"]["rougeL"], res["before"]["rougeL"])
     return res
 
@@ -183,9 +187,11 @@ def input_model_of(model: str | os.PathLike[str]) -> str | None:
 
 
 def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[str] | None = None,
-           overwrite: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
+           overwrite: bool = False, config: dict[str, Any] | None = None,
+           progress: PassProgress | None = None) -> dict[str, Any]:
     """Run one recovery attack on `model` and, for comparison, on the original `target` (a model path or
-    (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given."""
+    (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given. `progress(description,
+    done, total)` follows each model pass."""
     ATTACKS.get(name)
     cfg = build_config(AttackConfig, config or {}, where="attack config")
     inputs = [x for x in (model, target) if x is not None and not isinstance(x, tuple)]
@@ -195,11 +201,11 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
         forget = list(scen.forget.records)
         m, tok, label = load_model(model, "model")
         result = {"attack": name, "model": label, "config": cfg.model_dump(),
-                  "unlearned": run_attack(name, m, tok, forget, cfg)}
+                  "unlearned": run_attack(name, m, tok, forget, cfg, progress)}
         if target is not None:
             tm, ttok, tlabel = load_model(target, "target")
             result["target_model"] = tlabel
-            result["target"] = run_attack(name, tm, ttok, forget, cfg)
+            result["target"] = run_attack(name, tm, ttok, forget, cfg, progress)
         if out is not None:
             with atomic_dir(out, overwrite=True) as tmp:
                 atomic_write_json(tmp / "attack.json", result)
