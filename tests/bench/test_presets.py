@@ -2,7 +2,7 @@
 per-scenario values on top; every preset is a valid config of its method, and without presets (`bench
 --paper-defaults`) the seed methods run their papers' settings."""
 
-from obliviate.bench.presets import BY_SCENARIO, TINY, preset
+from obliviate.bench.presets import BY_SCENARIO, SMOLLM2, TINY, has_scale, preset
 from obliviate.methods import METHODS
 
 
@@ -49,3 +49,19 @@ def test_paper_defaults_are_the_papers():
     for name in ("ga", "npo", "simnpo", "idkdpo"):
         cfg = METHODS.get(name).make_config({})
         assert (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-5, 32, 10)  # OpenUnlearning's TOFU settings
+
+
+def test_the_real_instrument_has_its_own_scale():
+    """`bench --base smollm2-135m` starts from the SMOLLM2 scale: LoRA adapters on every linear module for the
+    gradient methods, the tiny scale's learning rates; a base without a scale gets nothing (the papers' values)."""
+    p = preset("npo_gd", "tofu-mini", "smollm2-135m")
+    assert p["lora"]["r"] == 32 and p["lr"] == TINY["npo_gd"]["lr"] and p["epochs"] == 5
+    assert "lora" not in preset("rmu", "tofu-mini", "smollm2-135m")  # RMU picks its own modules
+    assert preset("reveal_release", "tofu-mini", "smollm2-135m") == {"lr": 1e-3, "retain_weight": 10.0}
+    assert has_scale("smollm2-135m") and not has_scale("meta-llama/Llama-3.2-1B")
+    assert preset("npo", "tofu-mini", "meta-llama/Llama-3.2-1B") == {}
+
+
+def test_every_real_scale_preset_is_a_valid_config():
+    for name in SMOLLM2:
+        METHODS.get(name).make_config(preset(name, "tofu-mini", "smollm2-135m"))

@@ -6,16 +6,24 @@ values for UniErase, and so on. They are what `obliviate unlearn` uses, and what
 --paper-defaults` runs. This module is the ONE place where values tuned for a particular scale live, each with
 the measurement that chose it; presets are per scale, never per method module.
 
-One scale exists so far:
+Two scales exist so far:
 
 - `TINY`: the built-in tiny models (about 5M parameters: hidden 256, 4 decoder layers, trained from scratch with
   lr 1e-3). The papers' step sizes barely move such a model, and a 256-wide residual stream has another scale
   than an 8B model's. Values were chosen on the `synthetic` / `tofu-mini` targets (benchmarks/baselines.py and
   benchmarks/seed_methods.py print what they give).
 - `BY_SCENARIO`: on top of TINY, the values that differ between the built-in scenarios.
+- `SMOLLM2`: the real instrument, SmolLM2-135M-Instruct (30 layers, hidden 576) fine-tuned on the scenario's QA
+  through LoRA (r 32, all linear modules, lr 1e-3; runs/build.py PRETRAINED_DEFAULTS). Two cores train it at ~1/30
+  of the tiny models' speed, so every gradient method unlearns through the same kind of LoRA adapters (merged into
+  the saved model) for 5 epochs of batch 8 (25 steps on forget01's 40 items; OpenUnlearning's forget01 runs take 20),
+  at the tiny scale's learning rates: both targets were fine-tuned at lr 1e-3, and the tiny ratios of unlearning to
+  fine-tuning step carry over as the starting point. The bench on this scale (README, "The real instrument") is the
+  measurement behind them.
 
-`obliviate bench` (and `make demo`) apply `preset(method, scenario)` and record the resolved config in every
-run's manifest. With a real model, pass `--paper-defaults` to bench, or leave unlearn's defaults alone."""
+`obliviate bench` (and `make demo`) apply `preset(method, scenario, base)` and record the resolved config in every
+run's manifest. A base without a scale here (any other hub model) runs the methods' own defaults, the papers'
+(as `--paper-defaults` does on any base)."""
 
 from __future__ import annotations
 
@@ -109,6 +117,45 @@ BY_SCENARIO: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def preset(method: str, scenario: str) -> dict[str, Any]:
-    """The overrides bench applies for `method` on a built-in scenario (empty for methods without a preset)."""
-    return {**TINY.get(method, {}), **BY_SCENARIO.get(scenario, {}).get(method, {})}
+_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_LORA: dict[str, Any] = {"lora": {"r": 32, "alpha": 64, "targets": _ALL_LINEAR}}
+
+
+def _real(lr: float, **values: Any) -> dict[str, Any]:
+    return {"batch_size": 8, "epochs": 5, "warmup_epochs": 1, **_LORA, "lr": lr, **values}
+
+
+SMOLLM2: dict[str, dict[str, Any]] = {
+    **{name: _real(TINY[name]["lr"]) for name in ("ga", "graddiff", "ga_kl", "npo", "npo_gd", "npo_kl", "simnpo",
+                                                  "idknll", "idkdpo", "undial", "satimp", "wga", "ceu", "pdu",
+                                                  "altpo")},
+    # RMU trains three down-projections itself (no LoRA); layer = the paper's relative depth (6 of 30). The steering
+    # coefficient is measured from the model (4 x the forget activations' norm, RMUConfig), alpha as on tiny.
+    "rmu": {"batch_size": 8, "epochs": 5, "warmup_epochs": 1, "lr": 1e-3, "alpha": 10.0},
+    # the augmented teacher: 3 epochs on the forget set through LoRA (the tiny scale's 5 over 25 steps would be
+    # as long as the unlearning itself)
+    "rkld": _real(3e-4, aug_epochs=3, aug_lr=3e-4),
+    "icu": _real(2e-4, epochs=8, weight_decay=0.01),
+    # The paper's Stage I schedule and AlphaEdit's edit values (both set for an 8B model, which SmolLM2 is closer to
+    # in depth than the tiny models), plus the retain items in Stage I that kept the tiny targets from emitting
+    # [UNL] after ordinary answers.
+    "unierase": {"token_negatives": 64, "token_batch_size": 8},
+    # each round's LoRA module at the tiny scale's lr; the retain weight that kept the tiny models' utility
+    "reveal_release": {"lr": 1e-3, "retain_weight": 10.0},
+}
+
+# base name (obliviate ls bases) -> its scale's presets; "tiny" adds BY_SCENARIO on top
+SCALES: dict[str, dict[str, dict[str, Any]]] = {"tiny": TINY, "smollm2-135m": SMOLLM2}
+
+
+def has_scale(base: str) -> bool:
+    """Whether bench has presets for `base` (else the methods run their own, the papers', defaults)."""
+    return base in SCALES
+
+
+def preset(method: str, scenario: str, base: str = "tiny") -> dict[str, Any]:
+    """The overrides bench applies for `method` on a built-in scenario and base (empty for a method or base
+    without a preset)."""
+    if base == "tiny":
+        return {**TINY.get(method, {}), **BY_SCENARIO.get(scenario, {}).get(method, {})}
+    return dict(SCALES.get(base, {}).get(method, {}))

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from obliviate.bench.presets import has_scale
 from obliviate.eval.report import fmt_value
 from obliviate.eval.specs import metric_spec, summary_keys
 from obliviate.utils.io import atomic_write_text, read_json
@@ -30,7 +31,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
     cols = COLUMNS + _attack_columns(board["rows"])
     head = "| method | " + " | ".join(h for _, h, _ in cols) + " |"
     sep = "|---" * (len(cols) + 1) + "|"
-    lines = [f"# obliviate bench: {board['scenario']}", "", head, sep]
+    lines = [f"# obliviate bench: {board['scenario']} on {board.get('base', 'tiny')}", "", head, sep]
     for r in board["rows"]:
         if r.get("error"):
             lines.append(f"| {r['name']} | failed: {r['error'][:120]} |" + " |" * (len(cols) - 1))
@@ -159,13 +160,13 @@ def table_html(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(out: Path, board: dict[str, Any]) -> None:
-    rows = board["rows"]
+    rows, base = board["rows"], board.get("base", "tiny")
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>obliviate bench: {html.escape(board['scenario'])}"
              f"</title><style>{_CSS}</style></head><body>",
-             f"<h1>obliviate bench — {html.escape(board['scenario'])}</h1>",
+             f"<h1>obliviate bench — {html.escape(board['scenario'])} on {html.escape(base)}</h1>",
              f"<p class='note'>Models: {html.escape(board['models'])}. Hyperparameters: "
-             f"{'the papers’ defaults' if board.get('paper_defaults') else 'scaled presets for the tiny models (obliviate/bench/presets.py)'}"
+             f"{'the papers’ defaults' if board.get('paper_defaults') or not has_scale(base) else f'the {html.escape(base)} scale presets (obliviate/bench/presets.py)'}"
              f"{', overridden by ' + html.escape(board['presets']) if board.get('presets') else ''}. "
              "Click a column to sort.</p>",
              "<h2>Leaderboard</h2>", table_html(rows),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate.bench.presets import COST, preset
+from obliviate.bench.presets import COST, has_scale, preset
 from obliviate.bench.report import write_report
 from obliviate.errors import ConfigError
 from obliviate.eval.specs import summary_keys
@@ -113,8 +113,11 @@ def changed_fraction(before: str | Path, after: str | Path) -> float:
 def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out: str | os.PathLike[str] = "runs/bench",
           jobs: int = 0, data: str | None = None, paper_defaults: bool = False, overrides: dict[str, dict] | None = None,
           scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
-          attacks: Sequence[str] = (), presets: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Build or reuse the models, run every method (default: all registered), evaluate, write the report.
+          attacks: Sequence[str] = (), presets: str | os.PathLike[str] | None = None,
+          base: str = "tiny") -> dict[str, Any]:
+    """Build or reuse the models (`base`: tiny, or a pretrained base fine-tuned on the scenario, as `build`), run
+    every method (default: all registered), evaluate, write the report. Methods start from the base's scale
+    presets (bench/presets.py; a base without one runs the methods' own defaults, as `paper_defaults`).
     `presets`: a preset file (YAML, method -> config overrides, as `obliviate sweep --export-preset` writes it)
     whose entries override bench/presets.py's for the methods it names."""
     say = progress or (lambda msg: log.info(msg))
@@ -131,29 +134,34 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
                           f"{', '.join(names)}); write METHOD.key=value for a method in --methods")
     file_presets = read_presets(presets, names) if presets is not None else {}
     for n in names:  # every method's config is valid before any work (a typo would otherwise fail one row late)
-        METHODS.get(n).make_config(method_config(n, scenario, paper_defaults, file_presets, overrides))
+        METHODS.get(n).make_config(method_config(n, scenario, paper_defaults, file_presets, overrides, base))
     scen_opts = dict(scenario_options or {})
     if data:
         scen_opts["data"] = data
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
         return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
-                      file_presets, str(presets) if presets is not None else None)
+                      file_presets, str(presets) if presets is not None else None, base)
 
 
 def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: dict[str, dict],
-                  overrides: dict[str, dict] | None) -> dict[str, Any]:
-    """A method's overrides in a benchmark: the scale preset (none with paper_defaults), then the preset file's
-    entry, then the command line's METHOD.key=value."""
-    cfg = {} if paper_defaults else preset(name, scenario)
+                  overrides: dict[str, dict] | None, base: str = "tiny") -> dict[str, Any]:
+    """A method's overrides in a benchmark: the base's scale preset (none with paper_defaults), then the preset
+    file's entry, then the command line's METHOD.key=value."""
+    cfg = {} if paper_defaults else preset(name, scenario, base)
     return {**cfg, **file_presets.get(name, {}), **(overrides or {}).get(name, {})}
 
 
 def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
            overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
-           attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None) -> dict[str, Any]:
-    say(f"building (or reusing) the {scenario} target and retain models")
-    built = build_models(scenario, overrides={"scenario_options": scen_opts} if scen_opts else None)
+           attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None, base: str) -> dict[str, Any]:
+    say(f"building (or reusing) the {scenario} target and retain models on base {base}")
+    if not paper_defaults and not has_scale(base):
+        say(f"no scale presets for base {base} (bench/presets.py): the methods run their own (the papers') defaults")
+    build_over: dict[str, Any] = {"scenario_options": scen_opts} if scen_opts else {}
+    if base != "tiny":
+        build_over["base"] = base
+    built = build_models(scenario, overrides=build_over or None)
     scen = load_scenario(scenario, **scen_opts)
     evals: dict[str, dict[str, Any]] = {}
     for role, model in (("retain", built.retain), ("target", built.target)):
@@ -167,7 +175,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     todo = []
     for n in names:
-        cfg = method_config(n, scenario, paper_defaults, file_presets, overrides)
+        cfg = method_config(n, scenario, paper_defaults, file_presets, overrides, base)
         job = Job(n, cfg, str(built.target), str(out_p / "eval" / "retain"), scenario, scen_opts,
                   str(out_p / "runs" / n), threads)
         if finished(job):
@@ -189,7 +197,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     rows = collect_rows(out_p, names, built.target, evals)
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say)
-    board = {"scenario": scenario, "scenario_options": scen_opts, "models": str(built.target.parent),
+    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "models": str(built.target.parent),
              "paper_defaults": paper_defaults, "presets": presets, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)

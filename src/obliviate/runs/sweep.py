@@ -181,9 +181,8 @@ def plan(method: str, *, scenario, base: str, model, forget, retain, space, obje
     scen = load_scenario(scenario, data, **dict(scenario_options or {})) if scenario is not None else None
     eval_scen = eval_scenario(scen, forget, retain, ())
     obj.check(eval_scen)
-    built_tiny = model is None and base == "tiny"
-    start = preset(method, scenario) if built_tiny else {}
-    start_from = ("the tiny-scale preset (bench/presets.py)" if start else "the method's defaults (its paper's)")
+    start = preset(method, scenario, base) if model is None else {}  # a built target: its base's scale preset
+    start_from = (f"the {base} scale preset (bench/presets.py)" if start else "the method's defaults (its paper's)")
     resolved, start, notes = resolve_space(info, space, start, dict(config or {}))
     ev = dict(eval_config or {})
     build_config(EvalConfig, ev, where="eval config")  # a typo fails now
