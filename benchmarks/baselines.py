@@ -5,7 +5,9 @@ forget set is 40 items, batch 8, 10 epochs, learning rates for a 5M model traine
 Checks the issue's claim: GradDiff and NPO cut the target's forget ROUGE-L recall by at least half while keeping
 MU >= 0.8 x the target's.
 
-    python benchmarks/baselines.py [--scenario tofu-mini] [--out runs/bench] [--jobs 2]
+    python benchmarks/baselines.py [--scenario tofu-mini] [--out runs/bench] [--jobs 2] [--base smollm2-135m]
+
+With `--base`, on that base's models and scale presets (the real instrument: `--base smollm2-135m`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default=",".join(BASELINES))
+    ap.add_argument("--base", default="tiny", help="tiny, or a pretrained base (obliviate ls bases)")
     args = ap.parse_args()
+    out = f"{args.out}-{args.scenario}" + ("" if args.base == "tiny" else f"-{args.base}")
     from obliviate.runs.bench import bench
 
-    board = bench(args.scenario, args.methods.split(","), f"{args.out}-{args.scenario}", args.jobs,
+    board = bench(args.scenario, args.methods.split(","), out, args.jobs, base=args.base,
                   progress=lambda m: print(m, flush=True))
     print()
     print_table(board["rows"], COLS)
@@ -46,7 +50,7 @@ def main() -> int:
         print(f"{name}: forget ROUGE-L {r['forget_rougeL_recall']:.3f} vs target {target['forget_rougeL_recall']:.3f} "
               f"(<= half: {'ok' if cut else 'MISSED'}); MU {r['model_utility']:.3f} vs 0.8 x target "
               f"{0.8 * target['model_utility']:.3f} ({'ok' if keep else 'MISSED'})")
-    print(f"report: {args.out}-{args.scenario}/report.html")
+    print(f"report: {out}/report.html")
     return 0 if ok else 1
 
 

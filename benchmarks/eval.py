@@ -1,8 +1,8 @@
-"""Speed of the evaluation engine: the full tofu-mini evaluation of the 5M target on this machine (<= 2 min on
-2 cores), with the pass cache disabled so every model pass really runs; then the same evaluation again from the
-cache.
+"""Speed of the evaluation engine: the full tofu-mini evaluation of the target on this machine, with the pass
+cache disabled so every model pass really runs; then the same evaluation again from the cache. Targets on 2
+cores: the 5M tiny target <= 2 min; the real instrument (`--base smollm2-135m`) <= 3 min.
 
-    python benchmarks/eval.py [--scenario tofu-mini] [--threads 2]
+    python benchmarks/eval.py [--scenario tofu-mini] [--threads 2] [--base smollm2-135m]
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="tofu-mini")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--base", default="tiny", help="tiny, or a pretrained base (obliviate ls bases)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    res = api.build(args.scenario)
+    res = api.build(args.scenario, base=args.base)
+    limit = 120 if args.base == "tiny" else 180
     with tempfile.TemporaryDirectory() as d:
         os.environ["OBLIVIATE_CACHE"] = d  # a cold pass cache: every pass runs
         t0 = time.time()
@@ -39,8 +41,8 @@ def main() -> int:
         t0 = time.time()
         api.evaluate(res.target, args.scenario, reference=res.retain, out=Path(d) / "ev2")
         warm = time.time() - t0
-    print(f"{args.scenario} full evaluation of the target (+ reference passes), {args.threads} threads:")
-    print(f"  uncached: {cold:.1f} s  (target <= 120 s: {'ok' if cold <= 120 else 'MISSED'})")
+    print(f"{args.scenario} on {args.base}: full evaluation of the target (+ reference passes), {args.threads} threads:")
+    print(f"  uncached: {cold:.1f} s  (target <= {limit} s: {'ok' if cold <= limit else 'MISSED'})")
     print(f"  first run filling the pass cache: {first:.1f} s; from the cache: {warm:.1f} s")
     print(f"  forget quality {out.summary['forget_quality']:.3g}, model utility {out.summary['model_utility']:.3f}")
     return 0

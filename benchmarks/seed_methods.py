@@ -8,7 +8,7 @@ papers' claims checked at this scale:
   file, at MU no lower than GradDiff's.
 Where a claim does not hold at this scale the numbers are printed as they are.
 
-    python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/bench] [--methods ...]
+    python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/bench] [--methods ...] [--base smollm2-135m]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default="graddiff,npo,rkld,rkld_forward,icu,unierase,unierase_seq,reveal_release")
+    ap.add_argument("--base", default="tiny", help="tiny, or a pretrained base (obliviate ls bases)")
     args = ap.parse_args()
     from obliviate.runs.bench import bench
     from obliviate.methods import METHODS
@@ -37,16 +38,16 @@ def main() -> int:
     wanted = args.methods.split(",")
     # ablations and modes run as extra rows: their outputs go to runs/<name> through bench's per-method overrides
     variants = {"rkld_forward": ("rkld", {"divergence": "forward"}), "unierase_seq": ("unierase", {"mode": "sequential"})}
-    base = [m for m in wanted if m in METHODS and m not in variants]
-    out = Path(f"{args.out}-{args.scenario}")
-    board = bench(args.scenario, base, out, args.jobs, progress=lambda m: print(m, flush=True))
+    plain = [m for m in wanted if m in METHODS and m not in variants]
+    out = Path(f"{args.out}-{args.scenario}" + ("" if args.base == "tiny" else f"-{args.base}"))
+    board = bench(args.scenario, plain, out, args.jobs, base=args.base, progress=lambda m: print(m, flush=True))
     rows = list(board["rows"])
     for name in [v for v in wanted if v in variants]:
         method, over = variants[name]
         if method not in METHODS:
             continue
         sub = bench(args.scenario, [method], out / "variants" / name, args.jobs, overrides={method: over},
-                    progress=lambda m: print(m, flush=True))
+                    base=args.base, progress=lambda m: print(m, flush=True))
         r = dict(row(sub, method))
         r["name"] = name
         rows.append(r)
