@@ -196,7 +196,8 @@ def build(scenario: Annotated[str, typer.Argument(help="scenario name (obliviate
 
 @app.command("eval")
 def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id")],
-             out: Annotated[Path, typer.Option(help="output directory (eval.json, summary.json, report.md)")],
+             out: Annotated[Path, typer.Option(help="output directory (eval.json, summary.json, report.md, and "
+                                                   "OpenUnlearning's TOFU_EVAL.json, TOFU_SUMMARY.json)")],
              scenario: Annotated[str | None, typer.Option(help="scenario name (default: synthetic, unless --forget "
                                                                "is given)")] = None,
              forget: Annotated[Path | None, typer.Option(help="evaluate this forget set file (with --scenario: in "
@@ -204,7 +205,9 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
              retain: Annotated[Path | None, typer.Option(help="with --forget: a retain set file")] = None,
              holdout: Annotated[Path | None, typer.Option(help="with --forget: a holdout (never trained) set file, "
                                                                "for membership inference")] = None,
-             reference: Annotated[str | None, typer.Option(help="retain model, or the directory of its saved eval")] = None,
+             reference: Annotated[str | None, typer.Option(help="retain model, the directory of its saved eval, or "
+                                                                "its TOFU_EVAL.json from OpenUnlearning (their "
+                                                                "retain_logs_path files)")] = None,
              data: DataDir = None,
              overwrite: Overwrite = False,
              show_samples: Annotated[bool, typer.Option(help="store generated answers in eval.json (may be private)")] = False,

@@ -96,6 +96,38 @@ def test_eval_forget_retain_holdout_files_with_a_reference(people_model_dir, fil
     assert "other forget items" in stdout
 
 
+def test_eval_writes_openunlearning_files_that_serve_as_reference(people_model_dir, files, tmp_path, cli):
+    """`eval` writes TOFU_EVAL.json and TOFU_SUMMARY.json next to eval.json; the TOFU_EVAL.json given to --reference
+    (the file, or a folder holding only it) gives the same forget quality and privleak as the saved eval.json."""
+    base = ["--model", str(people_model_dir), "--forget", str(files["forget"]), "--holdout", str(files["holdout"]),
+            "max_new_tokens=8"]
+    ref = tmp_path / "ref"
+    code, _, err = cli("eval", *base, "--out", str(ref))
+    assert code == 0, err
+    tofu = json.loads((ref / "TOFU_EVAL.json").read_text())
+    items = json.loads((ref / "eval.json").read_text())["items"]
+    assert [v["score"] for v in tofu["forget_truth_ratio"]["value_by_index"].values()] == [
+        v["truth_ratio"] for v in items["forget"].values()]
+    assert json.loads((ref / "TOFU_SUMMARY.json").read_text())["mia_min_k"] == tofu["mia_min_k"]["agg_value"]
+
+    logs = tmp_path / "retain_logs"
+    logs.mkdir()
+    shutil.copy(ref / "TOFU_EVAL.json", logs / "TOFU_EVAL.json")
+    got = {}
+    for name, reference in (("native", ref), ("file", ref / "TOFU_EVAL.json"), ("folder", logs)):
+        code, _, err = cli("eval", *base, "--reference", str(reference), "--out", str(tmp_path / name))
+        assert code == 0, err
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        absent = json.loads((tmp_path / name / "eval.json").read_text())["absent"]
+        got[name] = (summary["forget_quality"], summary["privleak"], summary["privleak_auc_relative"],
+                     absent.get("privleak"))
+    # the model memorised its forget items: Min-K% AUC 1 against the holdout, so the field's privleak (which divides
+    # by 1 − AUC_retain) is undefined against itself, and says so; the AUC-relative form is 0
+    assert tofu["mia_min_k"]["agg_value"] == 1.0
+    assert got["native"] == got["file"] == got["folder"] == (
+        pytest.approx(1.0), None, 0.0, "the reference's Min-K% AUC is 1.0, where this formula divides by zero")
+
+
 def test_unlearn_eval_evaluates_the_forget_file_itself(people_model_dir, files, tmp_path, cli):
     """`unlearn --forget FILE --scenario S --eval` evaluates FILE (in place of S's forget split, S's other sets
     kept), and the ledger pairs FILE's hashes with FILE's metrics."""

@@ -319,6 +319,38 @@ def test_extraction_likelihood_continuation_t_is_compared_with_suffix_from_t():
     assert M.extraction_likelihood(conts, answer, n=2) == pytest.approx(0.5)
 
 
+def test_overlap_settled_hand_examples():
+    """n = 2, reference [1, 2, 3]: bigrams (1, 2), (2, 3), which begin with 1 or 2.
+    [5] of at most 2 tokens: one token to come, and the bigram it ends starts with 5 → settled at 0.
+    [5, 1] of at most 3: the next bigram starts with 1, which begins (1, 2) → not settled.
+    [1, 2] of at most 3: (1, 2) already matched → not settled (the value is not 0).
+    [5] of at most 3: two tokens to come could form (2, 3) on their own → not settled.
+    [] of at most 1: a one-token continuation has no bigram at all → settled."""
+    ref = [1, 2, 3]
+    assert M.overlap_settled([5], ref, 2, 2)
+    assert not M.overlap_settled([5, 1], ref, 2, 3)
+    assert not M.overlap_settled([1, 2], ref, 2, 3)
+    assert not M.overlap_settled([5], ref, 2, 3)
+    assert M.overlap_settled([], ref, 2, 1)
+
+
+def test_overlap_settled_agrees_with_every_completion():
+    """Exhaustive check on a 3-token vocabulary, n = 3: whenever `overlap_settled` says so, every completion of the
+    prefix (each possible rest, cut anywhere, as EOS would) has OVERLAP_3 = 0."""
+    ref = [0, 1, 2, 0, 1]
+    limit = 5
+    settled = 0
+    for m in range(limit + 1):
+        for prefix in itertools.product(range(3), repeat=m):
+            if not M.overlap_settled(list(prefix), ref, 3, limit):
+                continue
+            settled += 1
+            for k in range(limit - m + 1):
+                for rest in itertools.product(range(3), repeat=k):
+                    assert M.ngram_overlap(list(prefix) + list(rest), ref, 3) == 0.0, (prefix, rest)
+    assert 50 < settled < sum(3 ** m for m in range(limit + 1)) - 50  # both answers occur often
+
+
 def test_extraction_likelihood_too_short_answer_is_nan():
     """T <= n → the sum over t = 1..T−n is empty → NaN (undefined), for T = n and T < n."""
     assert math.isnan(M.extraction_likelihood([], [1, 2], n=2))
@@ -463,12 +495,29 @@ def test_auc_empty_raises():
         M.auc([0.1], [])
 
 
-def test_privleak_sign_convention():
-    """(AUC_unlearned − AUC_retain)/AUC_retain × 100:
-    0.6 vs 0.5 → 0.1/0.5·100 = +20 (forget set still recognisable: under-unlearning);
-    0.4 vs 0.5 → −0.1/0.5·100 = −20 (over-unlearning); equal AUCs → 0 (ideal).
-    0.75 vs 0.6 → 0.15/0.6·100 = +25."""
-    assert M.privleak(0.6, 0.5) == pytest.approx(20.0)
-    assert M.privleak(0.4, 0.5) == pytest.approx(-20.0)
+def test_privleak_field_sign_hand_examples():
+    """((1 − AUC) − (1 − AUC_retain)) / (1 − AUC_retain) × 100, the field's sign (MUSE, OpenUnlearning):
+    0.6 vs 0.5 → (0.4 − 0.5)/0.5·100 = −20 (forget set still recognisable: under-unlearning);
+    0.4 vs 0.5 → (0.6 − 0.5)/0.5·100 = +20 (over-unlearning); equal AUCs → 0 (ideal);
+    0.75 vs 0.6 → (0.25 − 0.4)/0.4·100 = −37.5; a memorising model, 1.0 vs 0.6 → (0 − 0.4)/0.4·100 = −100."""
+    assert M.privleak(0.6, 0.5) == pytest.approx(-20.0)
+    assert M.privleak(0.4, 0.5) == pytest.approx(20.0)
     assert M.privleak(0.5, 0.5) == pytest.approx(0.0)
-    assert M.privleak(0.75, 0.6) == pytest.approx(25.0)
+    assert M.privleak(0.75, 0.6) == pytest.approx(-37.5)
+    assert M.privleak(1.0, 0.6) == pytest.approx(-100.0)
+
+
+def test_privleak_auc_relative_hand_examples():
+    """(AUC − AUC_retain)/AUC_retain × 100: 0.6 vs 0.5 → +20; 0.4 vs 0.5 → −20; 0.75 vs 0.6 → 0.15/0.6·100 = +25;
+    1.0 vs 0.4 → 0.6/0.4·100 = +150. The two formulas agree in magnitude only at AUC_retain = 0.5."""
+    assert M.privleak_auc_relative(0.6, 0.5) == pytest.approx(20.0)
+    assert M.privleak_auc_relative(0.4, 0.5) == pytest.approx(-20.0)
+    assert M.privleak_auc_relative(0.5, 0.5) == pytest.approx(0.0)
+    assert M.privleak_auc_relative(0.75, 0.6) == pytest.approx(25.0)
+    assert M.privleak_auc_relative(1.0, 0.4) == pytest.approx(150.0)
+
+
+def test_privleak_undefined_denominators_are_nan():
+    """privleak divides by 1 − AUC_retain, the AUC-relative variant by AUC_retain: a zero gives NaN, never inf."""
+    assert math.isnan(M.privleak(0.7, 1.0))
+    assert math.isnan(M.privleak_auc_relative(0.7, 0.0))

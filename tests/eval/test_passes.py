@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from obliviate.data.templates import IGNORE_INDEX as X
 from obliviate.data.templates import Encoded
-from obliviate.eval.passes import answer_nll, generate_pass, logprob_pass, sample_pass
+from obliviate.eval.passes import answer_nll, generate_pass, logprob_pass, prefix_generate_pass, sample_pass
 from obliviate.utils.tensors import pad_batch
 
 
@@ -129,6 +129,63 @@ def test_generate_pass_matches_one_prompt_at_a_time(llama):
     batched = generate_pass(llama, prompts, pad_id=0, eos_id=2, max_new_tokens=[6, 4, 6], batch_size=8)
     alone = [generate_pass(llama, [p], pad_id=0, eos_id=2, max_new_tokens=n)[0] for p, n in zip(prompts, [6, 4, 6])]
     assert batched == alone and all(len(x) <= n for x, n in zip(batched, [6, 4, 6]))
+
+
+def _prefix_case():
+    """Three hosts; every prefix of length >= 2 of each, with the limit EL_n gives it (the rest of the host)."""
+    g = torch.Generator().manual_seed(2)
+    hosts = [torch.randint(3, 64, (n,), generator=g).tolist() for n in (9, 6, 11)]
+    prompts, limits, of = [], [], []
+    for h in hosts:
+        for k in range(2, len(h)):
+            prompts.append(h[:k])
+            limits.append(len(h) - k + 3)
+            of.append(h)
+    return prompts, limits, of
+
+
+def test_prefix_generate_pass_matches_generate_pass(llama):
+    """The shared-prefill decode gives generate_pass's greedy continuations exactly: small batches (a host's
+    prefixes split across batches, small groups packed together), per-prompt limits, and an EOS that cuts some
+    continuations short (EOS is a token the model does emit, so the cut is exercised)."""
+    prompts, limits, hosts = _prefix_case()
+    free = generate_pass(llama, prompts, pad_id=0, eos_id=1, max_new_tokens=limits, batch_size=4)
+    eos = free[0][2]  # a token the model emits mid-continuation
+    want = generate_pass(llama, prompts, pad_id=0, eos_id=eos, max_new_tokens=limits, batch_size=4)
+    assert any(len(w) < n for w, n in zip(want, limits))  # some continuation stopped at EOS
+    ticks: list[tuple[int, int]] = []
+    for bs in (4, 7, 64):
+        got = prefix_generate_pass(llama, prompts, hosts, pad_id=0, eos_id=eos, max_new_tokens=limits,
+                                   batch_size=bs, progress=lambda d, t: ticks.append((d, t)))
+        assert got == want, bs
+    assert ticks[-1] == (len(prompts), len(prompts))
+
+
+def test_prefix_generate_pass_refuses_a_prompt_off_its_host(llama):
+    with pytest.raises(ValueError, match="not a prefix"):
+        prefix_generate_pass(llama, [[5, 6]], [[5, 7, 8]], pad_id=0, eos_id=2, max_new_tokens=[3])
+
+
+def test_prefix_generate_pass_falls_back_for_sliding_window_attention(monkeypatch):
+    """A sliding window counts cache slots, not positions, so a prefix cannot decode from a longer host's cache:
+    such a model decodes each prompt on its own (generate_pass), with the same results."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from obliviate.eval import passes
+
+    calls = []
+    real = passes.generate_pass
+    monkeypatch.setattr(passes, "generate_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    cfg = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=2, sliding_window=4)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(cfg).eval()
+    prompts, limits, hosts = _prefix_case()
+    want = generate_pass(model, prompts, pad_id=0, eos_id=1, max_new_tokens=limits, batch_size=8)
+    assert prefix_generate_pass(model, prompts, hosts, pad_id=0, eos_id=1, max_new_tokens=limits,
+                                batch_size=8) == want
+    assert calls == [1]
 
 
 def test_passes_report_their_progress_per_batch(llama, seqs):

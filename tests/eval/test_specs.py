@@ -164,10 +164,19 @@ def test_forget_quality_golden(scenario):
 
 def test_privleak_golden(scenario):
     """Min-K scores: forget {3, 4} all above holdout {1, 2}: AUC 1.0; the retain model's AUC 0.8:
-    privleak = (1.0 − 0.8) / 0.8 × 100 = 25."""
+    privleak = ((1 − 1.0) − (1 − 0.8)) / (1 − 0.8) × 100 = −100 (the field's sign);
+    privleak_auc_relative = (1.0 − 0.8) / 0.8 × 100 = 25. Forget {2, 3} vs holdout {1, 4}: AUC 0.5, so against the
+    same retain AUC privleak = (0.5 − 0.2)/0.2 × 100 = +150 and the AUC-relative one (0.5 − 0.8)/0.8 × 100 = −37.5."""
+    names = ["privleak", "privleak_auc_relative"]
     items = {"forget": {"a": {"mia_mink": 3.0}, "b": {"mia_mink": 4.0}},
              "holdout": {"c": {"mia_mink": 1.0}, "d": {"mia_mink": 2.0}}}
-    assert _summary(scenario, ["privleak"], items, {}, {"mia_auc_mink": 0.8}) == {"privleak": pytest.approx(25.0)}
+    assert _summary(scenario, names, items, {}, {"mia_auc_mink": 0.8}) == {
+        "privleak": pytest.approx(-100.0), "privleak_auc_relative": pytest.approx(25.0)}
+    items = {"forget": {"a": {"mia_mink": 2.0}, "b": {"mia_mink": 3.0}},
+             "holdout": {"c": {"mia_mink": 1.0}, "d": {"mia_mink": 4.0}}}
+    assert _summary(scenario, names, items, {}, {"mia_auc_mink": 0.8}) == {
+        "privleak": pytest.approx(150.0), "privleak_auc_relative": pytest.approx(-37.5)}
+    assert _summary(scenario, names, items, {}, {}) == {"privleak": None, "privleak_auc_relative": None}
 
 
 def test_truth_ratio_scores_golden(scenario):

@@ -37,8 +37,9 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
             lines.append(f"| {r['name']} | failed: {r['error'][:120]} |" + " |" * (len(cols) - 1))
             continue
         lines.append(f"| {r['name']} | " + " | ".join(fmt_value(r.get(k)) for k, _, _ in cols) + " |")
-    lines += ["", "FQ: forget quality (KS-test p-value vs the retain model). MU: model utility. privleak: Min-K% AUC "
-              "relative to the retain model's, x100 (0 ideal). AUCs: forget (members) vs holdout (non-members).", ""]
+    lines += ["", "FQ: forget quality (KS-test p-value vs the retain model). MU: model utility. privleak: Min-K% "
+              "((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) x100, the field's sign (0 ideal, −100 memorised, < 0 "
+              "still recognisable). AUCs: forget (members) vs holdout (non-members).", ""]
     return "\n".join(lines)
 
 
@@ -172,8 +173,9 @@ def write_report(out: Path, board: dict[str, Any]) -> None:
              "<h2>Leaderboard</h2>", table_html(rows),
              "<p class='note'>FQ: forget quality, the KS-test p-value between the per-item forget truth ratios of the "
              "model and of the retain model (higher = closer to never having seen the data). MU: model utility, the "
-             "harmonic mean of 9 numbers. privleak: (AUC − AUC_retain)/AUC_retain × 100 with Min-K% (0 ideal, &gt; 0 "
-             "still recognisable). AUCs: forget (members) vs holdout (non-members), 0.5 = indistinguishable.</p>",
+             "harmonic mean of 9 numbers. privleak: ((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) × 100 with "
+             "Min-K%, the field's sign (MUSE, OpenUnlearning; 0 ideal, −100 memorised, &lt; 0 still recognisable). "
+             "AUCs: forget (members) vs holdout (non-members), 0.5 = indistinguishable.</p>",
              "<h2>Forget quality vs model utility</h2>", f"<div id='scatter'>{scatter_svg(rows)}</div>"]
     curves = curves_svg(out, rows)
     if curves:

@@ -126,6 +126,27 @@ def ngram_overlap(generated: Sequence[int], reference: Sequence[int], n: int) ->
     return sum(g in ref for g in gen) / len(gen)
 
 
+@lru_cache(maxsize=4096)
+def _ngram_starts(reference: tuple[int, ...], n: int) -> tuple[frozenset[tuple[int, ...]], ...]:
+    """For j = 0..n: the set of the first j tokens of the reference's n-grams (j = n: the n-grams themselves)."""
+    grams = [reference[i:i + n] for i in range(len(reference) - n + 1)]
+    return tuple(frozenset(g[:j] for g in grams) for j in range(n + 1))
+
+
+def overlap_settled(generated: Sequence[int], reference: Sequence[int], n: int, limit: int) -> bool:
+    """Whether OVERLAP_n(c, reference) is already known to be 0 for every continuation c of `generated` of at most
+    `limit` tokens in all, so that decoding can stop without changing EL_n: no n-gram of `generated` is a
+    reference n-gram, and every n-gram still to come would include generated tokens that begin none (that takes
+    fewer than n tokens to come: the n-gram ending k tokens ahead starts with the last n − k generated ones)."""
+    m, starts = len(generated), _ngram_starts(tuple(reference), n)
+    if limit - m >= n:  # an n-gram made of tokens still to come could match anything
+        return False
+    g = tuple(generated)
+    if any(g[i:i + n] in starts[n] for i in range(m - n + 1)):
+        return False
+    return not any(g[m - (n - k):] in starts[n - k] for k in range(1, limit - m + 1) if m + k >= n)
+
+
 def extraction_likelihood(continuations: Sequence[Sequence[int]], answer: Sequence[int], n: int = 10) -> float:
     """EL_n = Σ_{t=1}^{T−n} OVERLAP_n(f(x_<t), x_≥t) / (T − n): `continuations[t-1]` is the greedy continuation
     generated from the prompt plus the first t−1 answer tokens. NaN when the answer has <= n tokens."""
@@ -187,7 +208,25 @@ def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> fl
 
 
 def privleak(auc_model: float, auc_retain: float) -> float:
-    """privleak = (AUC_unlearned − AUC_retain) / AUC_retain × 100. Positive: the forget set is still more
-    recognisable as members than it is for the retain model (under-unlearning); negative: over-unlearning
-    made it stand out the other way; 0 is ideal."""
+    """privleak in the field's sign (MUSE, Shi et al. 2024; OpenUnlearning's `privleak`):
+    ((1 − AUC_unlearned) − (1 − AUC_retain)) / (1 − AUC_retain) × 100, the AUCs those of `auc` (forget = members).
+
+    MUSE reports the AUC of the attack the other way round (1 − ours), and this is the relative change of that number.
+    A model that memorised the forget set (AUC → 1) scores −100; the retain model 0, which is ideal. Negative:
+    the forget set is still recognisable as training data (under-unlearning); positive: it looks less like training
+    data than it does to the retain model (over-unlearning). NaN when AUC_retain = 1 (the relative change of a zero
+    is undefined; OpenUnlearning adds 1e-10 to the denominator instead, a relative difference of
+    1e-10/(1 − AUC_retain) otherwise)."""
+    if auc_retain == 1.0:
+        return float("nan")
+    return ((1.0 - auc_model) - (1.0 - auc_retain)) / (1.0 - auc_retain) * 100.0
+
+
+def privleak_auc_relative(auc_model: float, auc_retain: float) -> float:
+    """(AUC_unlearned − AUC_retain) / AUC_retain × 100: the relative change of the AUC itself (OpenUnlearning's
+    `rel_diff` on the AUC). Opposite in sign to `privleak` and on another scale: a memorising model (AUC 1)
+    scores (1 − AUC_retain)/AUC_retain × 100 (+100 at a retain AUC of 0.5), the retain model 0 (ideal); positive =
+    under-unlearning. NaN when AUC_retain = 0."""
+    if auc_retain == 0.0:
+        return float("nan")
     return (auc_model - auc_retain) / auc_retain * 100.0

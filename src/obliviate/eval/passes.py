@@ -5,13 +5,15 @@
 - `answer_nll`: answer-token NLL with an explicit reduction, over a batch (differentiable: a training loss) or
   over encoded sequences (a probe);
 - `generate_pass` / `sample_pass`: greedy / sampled continuations of token-id prompts (left padding, KV cache,
-  stop at EOS).
+  stop at EOS); `prefix_generate_pass`: greedy continuations of many prefixes of one sequence from one shared
+  prefill (EL_n).
 
 Results of `logprob_pass` and `generate_pass` are cached on disk by `PassCache` (ModelRunner does the keying).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -222,6 +224,120 @@ def generate_pass(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: 
     outs = _decode(model, prompts, pad_id, eos_id, limits, order, batch_size, 1, progress, do_sample=False,
                    temperature=None, top_p=None, top_k=None)
     return [o[0] for o in outs]
+
+
+def _cache_arg(model) -> str:
+    """The name under which the model's forward takes a KV cache: `cache` (transformers >= 5.x, where
+    `past_key_values` is deprecated) or `past_key_values`."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel forwards **kwargs
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _out_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def _prefill(model, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, rows: torch.Tensor):
+    """One forward over right-padded host sequences (B, S): the cache, and the logits (R, V) that predict the next
+    token after `last[r]`, position `last[r]` of host `rows[r]` (the head applied there only, where it can be)."""
+    parts = split_head(model)
+    if parts is None:
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        return _out_cache(out), out.logits[rows, last].float()
+    base, head = parts
+    out = base(input_ids=ids, attention_mask=mask, use_cache=True)
+    return _out_cache(out), head(out.last_hidden_state[rows, last]).float()
+
+
+def _shareable(cache) -> bool:
+    """A cache whose rows can be selected and whose attention masks are honoured position by position (no sliding
+    window, which counts cache slots rather than positions)."""
+    sliding = getattr(cache, "is_sliding", [True])
+    return hasattr(cache, "batch_select_indices") and not any(sliding)
+
+
+@torch.no_grad()
+def prefix_generate_pass(model, prompts: Sequence[Sequence[int]], hosts: Sequence[Sequence[int]], pad_id: int,
+                         eos_id: int, max_new_tokens: Sequence[int], batch_size: int = 64,
+                         progress: Tick | None = None,
+                         settled: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+    """`generate_pass` for prompts that are prefixes of longer sequences (EL_n decodes from every answer prefix):
+    `hosts[i]` starts with `prompts[i]`; the greedy continuation of each prompt, up to `max_new_tokens[i]`, cut at
+    EOS, in input order.
+
+    The same greedy decoding with the prompt's prefill shared: each host is run through the model once (right
+    padded, so its tokens keep their positions) and every prompt on it decodes from that cache, seeing only its own
+    first len(prompt) positions (attention mask) and writing its new tokens at positions len(prompt), len(prompt)+1,
+    ... . The first new token comes from the host pass itself. A prompt stops at EOS or its limit and leaves the
+    batch, so no step is spent on finished rows. Batches hold up to `batch_size` prompts, a host's prompts together.
+    Models whose cache cannot be shared this way (sliding-window attention, caches without row selection) fall
+    back to `generate_pass`, which gives the same continuations.
+
+    `settled(i, tokens)`, when given, is asked after each new token of prompt i; True ends that continuation there
+    (EL_n stops a prefix whose score can no longer change). The fallback decodes in full, ignoring it."""
+    limits = list(max_new_tokens)
+    by_host: dict[tuple[int, ...], list[int]] = {}
+    for i, h in enumerate(hosts):
+        if list(h[: len(prompts[i])]) != list(prompts[i]) or not prompts[i]:
+            raise ValueError(f"prompt {i} is empty or not a prefix of its host sequence")
+        by_host.setdefault(tuple(h), []).append(i)
+    chunks: list[list[int]] = []
+    for idx in by_host.values():  # a host's prompts together, longest limit first (they finish last)
+        idx = sorted(idx, key=lambda i: -limits[i])
+        chunks += [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
+    merged: list[list[int]] = []  # pack small chunks of several hosts into one batch
+    for c in chunks:
+        if merged and len(merged[-1]) + len(c) <= batch_size:
+            merged[-1] += c
+        else:
+            merged.append(list(c))
+    model.eval()
+    dev = model_device(model)
+    cache_arg = _cache_arg(model)
+    out: list[list[int]] = [[] for _ in prompts]
+    done = 0
+    for batch in merged:
+        keys = list(dict.fromkeys(tuple(hosts[i]) for i in batch))  # the batch's hosts, each run once
+        seqs = [k[: max(len(prompts[i]) for i in batch if tuple(hosts[i]) == k)] for k in keys]  # as long as needed
+        ids, host_mask, _ = pad_batch(seqs, pad_id)  # (B, S), right padded
+        rows = torch.tensor([keys.index(tuple(hosts[i])) for i in batch])  # (R,) each prompt's host
+        plen = torch.tensor([len(prompts[i]) for i in batch])
+        cache, logits = _prefill(model, ids.to(dev), host_mask.to(dev), (plen - 1).to(dev), rows.to(dev))
+        if cache is None or not _shareable(cache):
+            return generate_pass(model, prompts, pad_id, eos_id, limits, batch_size, progress)
+        cache.batch_select_indices(rows.to(dev))
+        S = ids.shape[1]
+        mask = (torch.arange(S)[None, :] < plen[:, None]).long()  # (R, S): each row sees its own prompt only
+        active = list(batch)  # prompt index of each live row
+        step = 0
+        tok = logits.argmax(-1).cpu()  # (R,) each row's first new token, predicted by the host pass
+        while True:
+            keep = []
+            for r, i in enumerate(active):
+                t = int(tok[r])
+                if t == eos_id or len(out[i]) >= limits[i]:  # EOS (dropped, as generate_pass does) or a 0 limit
+                    continue
+                out[i].append(t)
+                if len(out[i]) < limits[i] and not (settled is not None and settled(i, out[i])):
+                    keep.append(r)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                sel = torch.tensor(keep)
+                cache.batch_select_indices(sel.to(dev))
+                mask, plen, tok = mask[sel], plen[sel], tok[sel]
+                active = [active[r] for r in keep]
+            mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype)], dim=1)
+            pos = (plen + step)[:, None]  # the new token's position: right after its own prompt's tokens
+            res = model(input_ids=tok[:, None].to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                        use_cache=True, **{cache_arg: cache})  # the cache grows in place
+            tok = res.logits[:, -1].float().argmax(-1).cpu()
+            step += 1
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(prompts))
+    return out
 
 
 @torch.no_grad()

@@ -9,7 +9,9 @@ import torch
 
 from obliviate.data.records import QA, Split
 from obliviate.data.templates import Encoded, Formatter
-from obliviate.eval.passes import PassCache, Tick, TokenStats, encoded_key, generate_pass, logprob_pass
+from obliviate.eval import metrics as M
+from obliviate.eval.passes import (PassCache, Tick, TokenStats, encoded_key, generate_pass, logprob_pass,
+                                   prefix_generate_pass)
 from obliviate.models.loading import fingerprint
 
 
@@ -74,14 +76,20 @@ class ModelRunner:
         return stats
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new: int | Sequence[int],
-                     persist: bool = True) -> list[list[int]]:
+                     persist: bool = True, hosts: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
         """Greedy continuations, cached in memory and (with `persist`) on disk; `persist=False` for private text
-        (the forget set's answers), which is then neither stored nor read from the disk cache."""
+        (the forget set's answers), which is then neither stored nor read from the disk cache. With `hosts` (a
+        sequence each prompt is a prefix of, and per-prompt limits) the prompts on one host share its prefill
+        (`prefix_generate_pass`): the same continuations, under the same cache key."""
         key = self.cache.key("generate", self.fingerprint, [list(p) for p in prompts],
                              {"max_new": max_new if isinstance(max_new, int) else list(max_new), "greedy": True})
         if key in self._mem:
             return self._mem[key]  # type: ignore[return-value]
         out = self.cache.load_tokens(key) if persist else None
+        if out is None and hosts is not None:
+            limits = [max_new] * len(prompts) if isinstance(max_new, int) else list(max_new)
+            out = prefix_generate_pass(self.model, prompts, hosts, self.pad_id, self.fmt.eos_id, limits,
+                                       self.gen_batch_size, progress=self._tick("generating", len(prompts)))
         if out is None:
             out = generate_pass(self.model, prompts, self.pad_id, self.fmt.eos_id, max_new, self.gen_batch_size,
                                 progress=self._tick("generating", len(prompts)))
@@ -120,18 +128,53 @@ class ModelRunner:
         ids = self.generate_ids(prompts, self.max_new_tokens, persist)
         return [self.tok.decode(x, skip_special_tokens=True).strip() for x in ids]
 
-    def el_continuations(self, split: Split, n: int, reuse: bool = True,
-                         persist: bool = True) -> list[list[list[int]]]:
+    def _settled_decodes(self, prompts: list[list[int]], limits: list[int], hosts: list[list[int]], cut: list[bool],
+                         n: int, persist: bool) -> list[list[int]]:
+        """`prefix_generate_pass` with the prompts flagged in `cut` stopped once their OVERLAP_n against the rest of
+        their host is settled at 0; cached (memory, and disk with `persist`) under a key of its own, since such
+        continuations are not full greedy ones."""
+        key = self.cache.key("generate", self.fingerprint, prompts,
+                             {"max_new": limits, "greedy": True, "el_settled": n, "hosts": hosts, "cut": cut})
+        if key in self._mem:
+            return self._mem[key]  # type: ignore[return-value]
+        out = self.cache.load_tokens(key) if persist else None
+        if out is None:
+            refs = [h[len(p):] for p, h in zip(prompts, hosts, strict=True)]
+
+            def settled(i: int, toks: list[int]) -> bool:
+                return cut[i] and M.overlap_settled(toks, refs[i], n, limits[i])
+
+            out = prefix_generate_pass(self.model, prompts, hosts, self.pad_id, self.fmt.eos_id, limits,
+                                       self.gen_batch_size, progress=self._tick("generating", len(prompts)),
+                                       settled=settled)
+            if persist:
+                self.cache.save_tokens(key, out)
+        self._mem[key] = out
+        return out
+
+    def el_continuations(self, split: Split, n: int, reuse: bool = True, persist: bool = True,
+                         share_prefill: bool = True, settle: bool = False) -> list[list[list[int]]]:
         """For EL_n: per item, the greedy continuation from the prompt plus the first t answer tokens, for
         t = 0..T−n−1, each as long as the rest of the answer.
 
         With `reuse`, continuations share work: where the teacher-forced argmax at answer position t IS the true
         token a_t, greedy decoding from prefix t emits a_t and then sees exactly prefix t+1, so its continuation is
         a_t followed by the continuation from t+1. Only the last prefix and the prefixes whose next token the model
-        gets wrong are decoded; for a model that memorised the answer that is one decode instead of T−n."""
+        gets wrong are decoded; for a model that memorised the answer that is one decode instead of T−n.
+
+        With `share_prefill`, the prefixes still decoded (all of them, for a model that does not know the answer)
+        are prefixes of one sequence, prompt + answer: it is run through the model once and every prefix decodes
+        from that pass (`prefix_generate_pass`) instead of each re-reading its prompt; the continuations are the
+        same greedy decodes.
+
+        With `settle` (for EL_n itself), a decode stops as soon as its OVERLAP_n is settled at 0
+        (`metrics.overlap_settled`: nothing matched and fewer than n tokens to go, none of which can complete a
+        match), so such a continuation may be cut short: EL_n is unchanged, the continuation is not the full one.
+        A prefix whose continuation another reuses (the one after a correctly predicted token) is decoded in full,
+        since the longer prefix's n-grams reach into it."""
         answers = self.answer_ids(split)
         correct = [s.correct for s in self.split_stats(split)["answer"]] if reuse else [None] * len(answers)
-        prompts, limits, owner = [], [], []
+        prompts, limits, owner, hosts, cut = [], [], [], [], []
         for i, (r, ans) in enumerate(zip(split.records, answers, strict=True)):
             p = self.fmt.prompt_ids(r.question)
             last = len(ans) - n - 1
@@ -141,7 +184,14 @@ class ModelRunner:
                     prompts.append(p + ans[:t])
                     limits.append(len(ans) - t)
                     owner.append((i, t))
-        conts = self.generate_ids(prompts, limits, persist) if prompts else []
+                    hosts.append(p + ans)
+                    cut.append(t == 0 or owner[-2:-1] == [(i, t - 1)])  # prefix t−1 decoded: nothing reuses t
+        if not prompts:
+            conts = []
+        elif settle:
+            conts = self._settled_decodes(prompts, limits, hosts, cut, n, persist)
+        else:
+            conts = self.generate_ids(prompts, limits, persist, hosts=hosts if share_prefill else None)
         decoded = dict(zip(owner, conts, strict=True))
         out: list[list[list[int]]] = []
         for i, ans in enumerate(answers):

@@ -42,6 +42,8 @@ SURFACES: dict[str, str] = {
     "ledger": "the metrics kept before and after each deletion request",
 }
 UTILITY = "<utility>"  # the placeholder split of the utility-set family when no scenario is given
+# OpenUnlearning's short names of TOFU's utility sets (its metric keys start with them); other splits keep theirs.
+OPENUNLEARNING_SPLITS = {"real_authors": "ra", "world_facts": "wf"}
 FAMILY = ("prob", "rougeL_recall", "truth_ratio")  # the per-split metrics: f"{split}_{suffix}"
 
 
@@ -102,7 +104,9 @@ class MetricSpec:
     `fn` reads a MetricContext (never the model) and returns the value, or None when it cannot be computed
     (no reference model, an empty split). `shown` maps each surface it appears on (see SURFACES) to its
     position there. `label` is the short column header of the benchmark table; `opt_in` metrics are computed
-    only when asked for by name."""
+    only when asked for by name. `openunlearning` is the key OpenUnlearning's TOFU evaluator gives the same metric
+    in its TOFU_EVAL.json / TOFU_SUMMARY.json (eval/openunlearning.py writes and reads those files); None where it
+    has no counterpart."""
 
     name: str
     fn: Callable[[MetricContext], float | None]
@@ -114,6 +118,7 @@ class MetricSpec:
     shown: Mapping[str, int] = field(default_factory=dict)
     label: str | None = None
     opt_in: bool = False
+    openunlearning: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -160,6 +165,8 @@ def _split_family(split: str, role: Literal["forget", "retain", "utility"],
     tr_agg = M.truth_ratio_closer_to_one if role == "forget" else M.truth_ratio_true_better
     better: Direction = "lower" if role == "forget" else "higher"
     where = "each utility set the scenario declares" if split == UTILITY else split
+    ou = OPENUNLEARNING_SPLITS.get(split, split)  # OpenUnlearning's names: forget_Q_A_Prob, ra_Q_A_ROUGE, ...
+    ou_tr = "forget_truth_ratio" if role == "forget" else f"{ou}_Truth_Ratio"
     prob_doc = (f"normalised probability P(a)/(P(a)+Σ P(wrong)) on {where}" if utility
                 else f"mean TOFU probability on {where}")
 
@@ -169,13 +176,14 @@ def _split_family(split: str, role: Literal["forget", "retain", "utility"],
 
     return [
         MetricSpec(f"{split}_prob", lambda c: c.mean(split, prob_key), prob_doc, better, (split,), (prob_key,),
-                   shown=shown.get("prob", {})),
+                   shown=shown.get("prob", {}), openunlearning=f"{ou}_Q_A_Prob" + ("_normalised" if utility else "")),
         MetricSpec(f"{split}_rougeL_recall", lambda c: c.mean(split, "rougeL_recall"),
                    f"mean ROUGE-L recall of greedy answers on {where}", better, (split,), ("rougeL_recall",),
-                   frozenset({"generate"}), shown=shown.get("rougeL_recall", {}), label=f"{split} ROUGE-L"),
+                   frozenset({"generate"}), shown=shown.get("rougeL_recall", {}), label=f"{split} ROUGE-L",
+                   openunlearning=f"{ou}_Q_A_ROUGE"),
         MetricSpec(f"{split}_truth_ratio", tr_score,
                    f"truth-ratio score on {where}: mean " + ("min(TR, 1/TR)" if role == "forget" else "max(0, 1 − TR)"),
-                   "higher", (split,), ("truth_ratio",), shown=shown.get("truth_ratio", {})),
+                   "higher", (split,), ("truth_ratio",), shown=shown.get("truth_ratio", {}), openunlearning=ou_tr),
     ]
 
 
@@ -218,15 +226,20 @@ def _mia_auc_ref(c: MetricContext) -> float | None:
     return M.auc(scores["forget"], scores["holdout"])
 
 
-def _privleak(c: MetricContext) -> float | None:
-    ours = _auc("mia_mink")(c)
-    ref = c.reference_summary.get("mia_auc_mink")
-    return M.privleak(ours, ref) if ours is not None and ref is not None else None
+def _privleak(formula: Callable[[float, float], float]) -> Callable[[MetricContext], float | None]:
+    """`formula(AUC_model, AUC_retain)` on the Min-K% attack's AUCs (the retain model's from its summary)."""
+    def fn(c: MetricContext) -> float | None:
+        ours = _auc("mia_mink")(c)
+        ref = c.reference_summary.get("mia_auc_mink")
+        return formula(ours, ref) if ours is not None and ref is not None else None
+    return fn
 
 
-# The four score attacks: (name, per-item score, column label, position in cli/report, leaderboard, columns).
-_MIA = (("loss", "mia_loss", "AUC loss", 17, 9, 5), ("zlib", "mia_zlib", "AUC zlib", 18, 10, 6),
-        ("mink", "mia_mink", "AUC Min-K", 19, 11, 7), ("minkpp", "mia_minkpp", "AUC Min-K++", 20, 12, 8))
+# The four score attacks: (name, per-item score, column label, position in cli/report, leaderboard, columns,
+# OpenUnlearning's name).
+_MIA = (("loss", "mia_loss", "AUC loss", 17, 9, 5, "mia_loss"), ("zlib", "mia_zlib", "AUC zlib", 18, 10, 6, "mia_zlib"),
+        ("mink", "mia_mink", "AUC Min-K", 19, 11, 7, "mia_min_k"),
+        ("minkpp", "mia_minkpp", "AUC Min-K++", 20, 12, 8, "mia_min_k_plus_plus"))
 
 
 def metric_specs(scenario: Scenario | None = None) -> dict[str, MetricSpec]:
@@ -242,17 +255,19 @@ def metric_specs(scenario: Scenario | None = None) -> dict[str, MetricSpec]:
         MetricSpec("forget_quality", _forget_quality,
                    "KS-test p-value of per-item forget truth ratios against the retain (reference) model's",
                    "higher", ("forget",), ("truth_ratio",), frozenset({"reference"}),
-                   _at(cli=1, report=1, leaderboard=1, columns=1, ledger=1), label="FQ"),
+                   _at(cli=1, report=1, leaderboard=1, columns=1, ledger=1), label="FQ",
+                   openunlearning="forget_quality"),
         MetricSpec("model_utility", _model_utility(utility),
                    "harmonic mean of probability, ROUGE-L recall and truth-ratio score on retain and each utility set",
                    "higher", ("retain", *utility), ("prob", "norm_prob", "rougeL_recall", "truth_ratio"),
-                   frozenset({"generate"}), _at(cli=2, report=2, leaderboard=2, columns=2, ledger=2), label="MU"),
+                   frozenset({"generate"}), _at(cli=2, report=2, leaderboard=2, columns=2, ledger=2), label="MU",
+                   openunlearning="model_utility"),
         MetricSpec("extraction_strength", lambda c: c.mean("forget", "extraction_strength"),
                    "mean extraction strength on forget", "lower", ("forget",), ("extraction_strength",),
-                   shown=_at(cli=9, report=9, leaderboard=13)),
+                   shown=_at(cli=9, report=9, leaderboard=13), openunlearning="extraction_strength"),
         MetricSpec("exact_memorization", lambda c: c.mean("forget", "exact_memorization"),
                    "mean exact memorisation on forget", "lower", ("forget",), ("exact_memorization",),
-                   shown=_at(cli=10, report=10)),
+                   shown=_at(cli=10, report=10), openunlearning="exact_memorization"),
         MetricSpec("ma", lambda c: c.mean("forget", "exact_memorization"),
                    "memorisation accuracy on forget (answer tokens given the question)", "lower", ("forget",),
                    ("exact_memorization",), shown=_at(cli=12, report=12)),
@@ -272,17 +287,23 @@ def metric_specs(scenario: Scenario | None = None) -> dict[str, MetricSpec]:
                    label="refusals"),
         *(MetricSpec(f"mia_auc_{name}", _auc(key), f"AUC of the {name} attack, forget (members) vs holdout",
                      "closer_to_reference", ("forget", "holdout"), (key,), frozenset({"mia"}),
-                     _at(cli=cli, report=cli, leaderboard=board, columns=col), label=label)
-          for name, key, label, cli, board, col in _MIA),
+                     _at(cli=cli, report=cli, leaderboard=board, columns=col), label=label, openunlearning=ou)
+          for name, key, label, cli, board, col, ou in _MIA),
         MetricSpec("mia_auc_ref", _mia_auc_ref,
                    "AUC of the reference attack −(L̄_θ − L̄_ref), reference = the retain model "
                    "(0.5 = indistinguishable)",
                    "closer_to_reference", ("forget", "holdout"), ("mean_nll",), frozenset({"mia", "reference"}),
                    _at(cli=21, report=21)),
-        MetricSpec("privleak", _privleak,
-                   "(AUC_model − AUC_retain)/AUC_retain × 100 with the Min-K% attack (0 ideal; > 0 under-unlearned)",
+        MetricSpec("privleak", _privleak(M.privleak),
+                   "((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) × 100 with the Min-K% attack, the field's sign "
+                   "(MUSE, OpenUnlearning): 0 ideal, −100 a memorising model, < 0 under-unlearned",
                    "closer_to_0", ("forget", "holdout"), ("mia_mink",), frozenset({"mia", "reference"}),
-                   _at(cli=16, report=16, leaderboard=8, columns=4, ledger=5), label="privleak"),
+                   _at(cli=16, report=16, leaderboard=8, columns=4, ledger=5), label="privleak",
+                   openunlearning="privleak"),
+        MetricSpec("privleak_auc_relative", _privleak(M.privleak_auc_relative),
+                   "(AUC − AUC_retain)/AUC_retain × 100 with the Min-K% attack: 0 ideal, > 0 under-unlearned "
+                   "(opposite in sign to privleak)",
+                   "closer_to_0", ("forget", "holdout"), ("mia_mink",), frozenset({"mia", "reference"})),
         *(s for u in utility for s in _split_family(u, "utility")),
     ]
     out: dict[str, MetricSpec] = {}

@@ -66,7 +66,7 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
     st = runner.split_stats(split)
     persist = cfg.cache_forget_generations or split.name not in PRIVATE_SPLITS
     gens = runner.generations(split, persist=persist) if generate else None
-    conts = runner.el_continuations(split, cfg.el_n, persist=persist) if el else None
+    conts = runner.el_continuations(split, cfg.el_n, persist=persist, settle=True) if el else None
     answers = runner.answer_ids(split) if el else None
     out: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(split.records):
@@ -98,9 +98,12 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
 
 @dataclass
 class EvalResult:
+    """`summary` (metric -> value), per-item values, the meta written to eval.json, and the specs computed."""
+
     summary: dict[str, Any]
     items: Items
     meta: dict[str, Any]
+    specs: Sequence[MetricSpec] = ()
 
 
 def resolve_metrics(cfg: EvalConfig, scen: Scenario) -> list[MetricSpec]:
@@ -197,7 +200,7 @@ def evaluate_runner(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, refere
             "scenario": {"name": scen.name, "options": scen.options, "forget_digest": scen.forget.digest,
                          "splits": {k: v.digest for k, v in scen.eval_splits.items()}},
             "template": runner.fmt.kind, "absent": absent, "wall_time_s": round(time.time() - t0, 2)}
-    return EvalResult(summary, items, meta)
+    return EvalResult(summary, items, meta, chosen)
 
 
 def absent_reasons(summary: dict[str, Any], chosen: Sequence[MetricSpec], items: Items,
@@ -220,6 +223,11 @@ def absent_reasons(summary: dict[str, Any], chosen: Sequence[MetricSpec], items:
                                                    for v in items.get(sp, {}).values()):
             out[s.name] = (f"the {'/'.join(s.splits)} records have no paraphrased_answer and perturbed_answer (the "
                            f"truth ratio needs them)")
+        elif "reference" in s.needs and "mia_mink" in s.fields and reference is not None:  # privleak's two forms
+            auc = reference.summary.get("mia_auc_mink")
+            out[s.name] = (f"the reference ({reference.source}) has no Min-K% AUC (mia_auc_mink; OpenUnlearning's "
+                           f"mia_min_k)" if auc is None else
+                           f"the reference's Min-K% AUC is {auc}, where this formula divides by zero")
         elif "reference" in s.needs:
             out[s.name] = f"the reference ({reference.source if reference else '?'}) has no values for these items"
         else:

@@ -11,6 +11,7 @@ from typing import Any
 
 from obliviate.data.scenarios import Scenario, get_scenario
 from obliviate.errors import ConfigError, ModelError
+from obliviate.eval import openunlearning
 from obliviate.eval.suite import EvalConfig, Reference, load_reference_eval, make_runner, reference_from_runner
 from obliviate.models.bases import BASES, resolve_base
 from obliviate.models.loading import is_model_dir, load_model_and_tokenizer
@@ -39,8 +40,10 @@ def load_model(model: ModelLike, name: str = "model") -> tuple[Any, Any, str]:
 
 
 def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConfig) -> Reference | None:
-    """The retain model's per-item values: from a saved evaluation directory (eval.json), or computed from a
-    model (directory, hub id or (model, tokenizer) pair)."""
+    """The retain model's per-item values: from a saved evaluation (a directory holding obliviate's eval.json, or
+    OpenUnlearning's TOFU_EVAL.json: the file itself or a directory holding it; a saved evaluation wins over a model
+    in the same directory, eval.json over TOFU_EVAL.json), or computed from a model (directory, hub id or
+    (model, tokenizer) pair)."""
     if reference is None:
         return None
     if not isinstance(reference, tuple):
@@ -49,12 +52,17 @@ def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConf
             p = p.parent
         if (p / "eval.json").is_file():
             return load_reference_eval(p, scen)
+        if p.is_dir() and (p / openunlearning.EVAL_FILE).is_file():
+            p = p / openunlearning.EVAL_FILE
+        if p.is_file() and p.suffix == ".json":
+            return openunlearning.load_reference(p, scen)
         if p.is_file():
-            raise ModelError(f"--reference {p} is a file; give the retain model's directory or the directory of its "
-                             f"saved evaluation (holding eval.json)")
+            raise ModelError(f"--reference {p} is a file; give the retain model's directory, the directory of its "
+                             f"saved evaluation (holding eval.json) or OpenUnlearning's {openunlearning.EVAL_FILE} "
+                             f"of it")
         if p.is_dir() and not is_model_dir(p):
             raise ModelError(f"--reference {p}: neither a model directory nor a saved evaluation (no config.json, no "
-                             f"eval.json)")
+                             f"eval.json, no {openunlearning.EVAL_FILE})")
     m, tok, name = load_model(reference, "reference")
     return reference_from_runner(make_runner(m, tok, cfg, name), scen, cfg)
 
