@@ -69,7 +69,7 @@ TINY: dict[str, dict[str, Any]] = {
     # NLL settles near 0.3): 2e-4 1.9e-4 / 0.862 / 0.48, 3e-4 3.0e-3 / 0.866 / 0.38.
     "pdu": _gradient(lr=3e-4),
     # DPO toward the model's own "divert" alternatives (same sentence, another fact), so forget ROUGE-L stays high
-    # while FQ and privleak move most: 3e-4 3.0e-3 / 0.847 / 0.54 (privleak 52), 5e-4 0.014 / 0.836 / 0.51 (25).
+    # while FQ and privleak move most: 3e-4 3.0e-3 / 0.847 / 0.54 (privleak_auc_relative 52), 5e-4 0.014 / 0.836 / 0.51 (25).
     "altpo": _gradient(lr=5e-4),
     "unierase": {
         # On the synthetic target the paper's schedule (5 epochs at 1e-3, 3 at 1e-4) moved the token's NLL only

@@ -9,7 +9,7 @@ retain model (never trained on the forget set); a bare NUMBER is absolute. `≥`
 Metric names are the summary metrics of `eval/specs.py` (`obliviate ls metrics`), checked against the scenario.
 
     max forget_quality s.t. model_utility >= 0.95*target
-    min forget_rougeL_recall s.t. model_utility >= 0.9*retain and privleak <= 20
+    min forget_rougeL_recall s.t. model_utility >= 0.9*retain and privleak >= -20
 
 A constraint's violation follows Optuna's convention: ≤ 0 is feasible, the positive part says by how much it is
 missed (in the metric's units)."""
