@@ -188,6 +188,25 @@ def test_prefix_generate_pass_falls_back_for_sliding_window_attention(monkeypatc
     assert calls == [1]
 
 
+def test_shared_prompts_give_the_unshared_statistics(llama):
+    """Sequences on the same prompt (an item's answer, paraphrase, perturbed answers) share one forward over it:
+    every statistic equals the unshared pass (5e-5: float rounding), whatever the batching splits (a group larger than a batch,
+    prompts of different lengths in one batch, a sequence with nothing to share)."""
+    g = torch.Generator().manual_seed(3)
+    seqs = []
+    for p_len, answers in [(6, [3, 5, 2, 7]), (9, [4, 4]), (3, [6]), (6, [2, 8, 3])]:
+        prompt = torch.randint(3, 64, (p_len,), generator=g).tolist()
+        seqs += [_enc(prompt + torch.randint(3, 64, (a,), generator=g).tolist(), p_len) for a in answers]
+    seqs.append(_enc(torch.randint(3, 64, (5,), generator=g).tolist(), 1))  # answer from position 1: unshared
+    plain = logprob_pass(llama, seqs, pad_id=0, share_prompts=False)
+    for bs in (32, 3):
+        shared = logprob_pass(llama, seqs, pad_id=0, batch_size=bs)
+        for a, b in zip(shared, plain, strict=True):
+            for field in ("logps", "mu", "sigma"):
+                assert getattr(a, field).tolist() == pytest.approx(getattr(b, field).tolist(), abs=5e-5)
+            assert a.correct.tolist() == b.correct.tolist()
+
+
 def test_passes_report_their_progress_per_batch(llama, seqs):
     """The eval progress bars' source: (done, total) after every batch, ending at the total; results unchanged."""
     ticks: list[tuple[int, int]] = []
