@@ -211,6 +211,13 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
              data: DataDir = None,
              overwrite: Overwrite = False,
              show_samples: Annotated[bool, typer.Option(help="store generated answers in eval.json (may be private)")] = False,
+             compat: Annotated[str | None, typer.Option(help="openunlearning: reproduce OpenUnlearning's per-item "
+                                                             "numbers (joint tokenisation, EOS left out of EM/ES/"
+                                                             "Min-K, their ES loop), for published tables; none "
+                                                             "(default): obliviate's definitions")] = None,
+             tokenize: Annotated[str | None, typer.Option(help="separate | joint: how prompt and answer are "
+                                                               "tokenised (default auto: as each model was trained, "
+                                                               "from obliviate's record, else joint)")] = None,
              overrides: Overrides = None) -> None:
     """Evaluate a model: TOFU metrics, extraction and membership inference, on a scenario or on your own files."""
     from obliviate import api
@@ -218,14 +225,18 @@ def eval_cmd(model: Annotated[str, typer.Option(help="model directory or hub id"
     cfg = _overrides(overrides)
     if show_samples:
         cfg["save_generations"] = True
+    for key, value in (("compat", compat), ("tokenize", tokenize)):  # checked with the rest of the config
+        if value is not None:
+            cfg[key] = value
     if scenario is None and forget is None:
         scenario = "synthetic"
     with eval_progress() as progress:
         res = api.evaluate(model, scenario, reference=reference, out=out, overwrite=overwrite, data=data,
                            config=cfg, scenario_options=cfg.pop("scenario_options", None), forget=forget,
                            retain=retain, holdout=holdout, progress=progress)
-    print_summary(res.summary, f"{scenario or forget}: {model}", res.meta.get("absent"))
-    con.print(f"written: {out}")
+    mode = f" (compat {res.meta['compat']})" if res.meta.get("compat", "none") != "none" else ""
+    print_summary(res.summary, f"{scenario or forget}: {model}{mode}", res.meta.get("absent"))
+    con.print(f"written: {out} (OpenUnlearning's names: TOFU_SUMMARY.json)" if mode else f"written: {out}")
 
 
 def print_summary(summary: dict, title: str, absent: dict | None = None) -> None:

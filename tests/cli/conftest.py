@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -46,4 +48,6 @@ def people_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli-model") / "model"
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    # trained on separately tokenised prompt/answer, recorded as `obliviate build` does (unrecorded = joint)
+    (out.parent / "build.json").write_text(json.dumps({"models": {out.name: {"tokenize": "separate"}}}))
     return out

@@ -128,6 +128,27 @@ def test_eval_writes_openunlearning_files_that_serve_as_reference(people_model_d
         pytest.approx(1.0), None, 0.0, "the reference's Min-K% AUC is 1.0, where this formula divides by zero")
 
 
+def test_eval_compat_openunlearning_and_tokenize(people_model_dir, files, tmp_path, cli):
+    """`eval --compat openunlearning` scores jointly and says so (title, eval.json meta); `--tokenize separate` scores
+    the model the way conftest.py trained it, which gives its forget answers a higher probability than joint does
+    (the model has no obliviate record, so the default is joint)."""
+    base = ["--model", str(people_model_dir), "--forget", str(files["forget"]), "max_new_tokens=8",
+            "metrics=[forget_prob,extraction_strength]"]
+    metas = {}
+    for name, extra in (("ou", ["--compat", "openunlearning"]), ("sep", ["--tokenize", "separate"]), ("auto", [])):
+        code, stdout, err = cli("eval", *base, *extra, "--out", str(tmp_path / name))
+        assert code == 0, err
+        metas[name] = json.loads((tmp_path / name / "eval.json").read_text())
+        metas[name]["summary"] = json.loads((tmp_path / name / "summary.json").read_text())
+        assert ("(OpenUnlearning's names: TOFU_SUMMARY.json)" in " ".join(stdout.split())) == (name == "ou")
+    assert [(m["compat"], m["tokenize"]) for m in metas.values()] == [("openunlearning", "joint"), ("none", "separate"),
+                                                                       ("none", "joint")]
+    assert metas["sep"]["summary"]["forget_prob"] > metas["auto"]["summary"]["forget_prob"]
+    assert metas["ou"]["summary"]["forget_prob"] == pytest.approx(metas["auto"]["summary"]["forget_prob"])
+    tofu = json.loads((tmp_path / "ou" / "TOFU_SUMMARY.json").read_text())
+    assert tofu["extraction_strength"] == pytest.approx(metas["ou"]["summary"]["extraction_strength"])
+
+
 def test_unlearn_eval_evaluates_the_forget_file_itself(people_model_dir, files, tmp_path, cli):
     """`unlearn --forget FILE --scenario S --eval` evaluates FILE (in place of S's forget split, S's other sets
     kept), and the ledger pairs FILE's hashes with FILE's metrics."""

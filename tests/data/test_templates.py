@@ -148,3 +148,149 @@ def test_no_warning_without_truncation(bpe_tokenizer, caplog):
     with caplog.at_level(logging.WARNING, logger="obliviate.data.templates"):
         f.encode_many([("a:0", QUESTION, ANSWER)])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# ------------------------------------------------------------------------------------------------ joint tokenisation
+
+
+def _hand_bpe(words: list[str]):
+    """A byte-level BPE tokenizer built by hand: the 256-symbol byte alphabet, <pad>/<s>/</s>, and for each of
+    `words` (written in byte-level symbols: Ġ = space, Ċ = newline) the left-to-right merges that make it one token,
+    earlier words' merges ranking first. BOS is prepended to every encoded text, as the tiny models' tokenizer does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", *sorted(pre_tokenizers.ByteLevel.alphabet())])}
+    merges = []
+    for w in words:
+        cur = w[0]
+        for ch in w[1:]:
+            if (cur, ch) not in merges:
+                merges.append((cur, ch))
+            cur += ch
+            vocab.setdefault(cur, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+WORDS = ["Question", "Answer", "ĠWho", "Ġis", "Paris"]  # "ĠParis" is one token only with MERGED
+
+
+def _tokens(tok, ids: list[int]) -> list[str]:
+    return [t if i >= 0 else "-" for t, i in zip(tok.convert_ids_to_tokens([max(i, 0) for i in ids]), ids)]
+
+
+def test_joint_is_separate_when_nothing_merges():
+    """Without a merge across the prompt's trailing space, the one string tokenises as prompt + answer do apart: the
+    joint labels are exactly the answer's tokens and EOS, the same ids as separate mode."""
+    tok = _hand_bpe(WORDS)
+    sep = Formatter(tok, "plain", tokenize="separate").encode("Who?", "Paris is.")
+    joint = Formatter(tok, "plain", tokenize="joint").encode("Who?", "Paris is.")
+    assert _tokens(tok, joint.input_ids) == ["<s>", "Question", ":", "ĠWho", "?", "Ċ", "Answer", ":", "Ġ", "Paris",
+                                             "Ġis", ".", "</s>"]
+    assert joint == sep
+    assert _tokens(tok, joint.labels) == ["-"] * 9 + ["Paris", "Ġis", ".", "</s>"]
+
+
+def test_joint_merged_token_stays_on_the_prompt_side():
+    """With "ĠParis" a token, "Answer: Paris" tokenises to ... ":" "ĠParis": the template's space merged into the
+    answer's first word. The boundary is the prompt's own length (9 tokens, ending in "Ġ"), as OpenUnlearning's
+    preprocess_chat_instance has it, so the merged token is unlabelled and the labels are "Ġis" "." EOS."""
+    tok = _hand_bpe(["ĠParis", *WORDS])
+    f = Formatter(tok, "plain", tokenize="joint")
+    enc = f.encode("Who?", "Paris is.")
+    assert _tokens(tok, f.prompt_ids("Who?"))[-3:] == ["Answer", ":", "Ġ"]
+    assert _tokens(tok, enc.input_ids) == ["<s>", "Question", ":", "ĠWho", "?", "Ċ", "Answer", ":", "ĠParis", "Ġis",
+                                           ".", "</s>"]
+    assert enc.prompt_len == 9
+    assert _tokens(tok, enc.labels) == ["-"] * 9 + ["Ġis", ".", "</s>"]
+    # separate mode on the same tokenizer: the prompt's own ids, then "Paris": a sequence joint training never sees
+    sep = Formatter(tok, "plain", tokenize="separate").encode("Who?", "Paris is.")
+    assert _tokens(tok, sep.input_ids)[7:10] == [":", "Ġ", "Paris"]
+    # without EOS: the same ids less the EOS (EL_n's answers)
+    ids, b = f.split("Who?", "Paris is.", eos=False)
+    assert (ids, b) == (enc.input_ids[:-1], 9)
+
+
+def test_joint_chat_labels_are_the_answer_and_no_second_eos():
+    """A chat template whose assistant turn ends in EOS: the whole conversation is tokenised as the template renders
+    it; nothing merges across "<|assistant|>", so the labels are exactly the answer's tokens and that EOS, with no
+    EOS appended after it (OpenUnlearning appends one only when the ids do not already end with it)."""
+    tok = _hand_bpe(WORDS)
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+                         "{% if m['role'] == 'assistant' %}{{ eos_token }}{% else %}\n{% endif %}{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    enc = Formatter(tok, "chat", tokenize="joint").encode("Who?", "Paris is.")
+    labels = [i for i in enc.labels if i != IGNORE_INDEX]
+    assert _tokens(tok, labels) == ["Paris", "Ġis", ".", "</s>"]
+    assert enc.input_ids[:enc.prompt_len] == Formatter(tok, "chat").prompt_ids("Who?")
+
+
+def test_joint_truncation_keeps_an_answer_token(bpe_tokenizer):
+    """Truncation cuts the tail of the joint sequence and, as in separate mode, keeps at least one answer token."""
+    f = Formatter(bpe_tokenizer, "plain", max_length=16, tokenize="joint")
+    enc = f.encode(QUESTION, LONG_ANSWER)
+    assert enc.truncated
+    assert len(enc.input_ids) == max(16, enc.prompt_len + 1)
+    assert any(i != IGNORE_INDEX for i in enc.labels)
+
+
+@pytest.mark.parametrize("bad", ["auto", "together"])
+def test_formatter_rejects_an_unresolved_mode(bpe_tokenizer, bad):
+    from obliviate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"tokenize={bad!r}"):
+        Formatter(bpe_tokenizer, "plain", tokenize=bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ the recorded mode
+
+
+def test_recorded_tokenize_reads_manifest_and_build_json(tmp_path):
+    """unlearn's manifest.json in the model directory, or build.json's entry beside it; a record without the field
+    predates it (separate); no record: None; an invalid value names the file."""
+    import json
+
+    from obliviate.data.templates import recorded_tokenize
+    from obliviate.errors import ConfigError
+
+    def manifest(d, **extra):
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(json.dumps({"method": "ga", "output_fingerprint": "x", **extra}))
+        return d
+
+    assert recorded_tokenize(manifest(tmp_path / "u1", tokenize="joint")) == "joint"
+    assert recorded_tokenize(manifest(tmp_path / "u2")) == "separate"
+    build = tmp_path / "b"
+    (build / "target").mkdir(parents=True)
+    (build / "other").mkdir()
+    (build / "build.json").write_text(json.dumps({"models": {"target": {"tokenize": "joint"}}}))
+    assert recorded_tokenize(build / "target") == "joint"
+    assert recorded_tokenize(build / "other") is None  # not one of the build's models
+    (build / "build.json").write_text(json.dumps({"models": {"target": {"template": "plain"}}}))
+    assert recorded_tokenize(build / "target") == "separate"
+    assert recorded_tokenize(tmp_path / "nowhere") is None
+    assert recorded_tokenize("HuggingFaceTB/SmolLM2-135M") is None
+    with pytest.raises(ConfigError, match=r"u3[/\\]manifest.json: tokenize='both'"):
+        recorded_tokenize(manifest(tmp_path / "u3", tokenize="both"))
+
+
+def test_resolve_tokenize_explicit_then_recorded_then_joint(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from obliviate.data.templates import resolve_tokenize
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"method": "ga", "output_fingerprint": "x", "tokenize": "separate"}))
+    assert resolve_tokenize("auto", d) == "separate"
+    assert resolve_tokenize("auto", str(d)) == "separate"
+    assert resolve_tokenize("joint", d) == "joint"  # an explicit value wins
+    in_memory = SimpleNamespace(name_or_path=str(d))  # a model loaded from d carries its path
+    assert resolve_tokenize("auto", (in_memory, None)) == "separate"
+    assert resolve_tokenize("auto", SimpleNamespace(name_or_path="")) == "joint"  # from elsewhere
+    assert resolve_tokenize("auto", tmp_path / "no-record") == "joint"

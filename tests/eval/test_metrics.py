@@ -282,6 +282,41 @@ def test_extraction_strength_empty_is_zero():
     assert M.extraction_strength(np.array([], dtype=bool)) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("correct", "ours", "theirs", "derivation"),
+    [
+        ([False, False, False, False], 0.0, 0.25, "no suffix matches: k = 4 (0); their loop ends at k = 3 (1/4)"),
+        ([False, False, False, True], 0.25, 0.25, "only the last matches: k = 3 in both, the same 1/4 as no match"),
+        ([True, False, True, True], 0.5, 0.5, "a match: the same k = 2 in both"),
+        ([False], 0.0, 1.0, "one wrong token: theirs is k = 0, the score of a memorised answer"),
+        ([], 0.0, 0.0, "no tokens: 0 in both"),
+    ],
+)
+def test_extraction_strength_openunlearning_floor(correct, ours, theirs, derivation):
+    """OpenUnlearning's loop (`for k in range(n): if suffix matches: break`) leaves k = n − 1 when nothing matches:
+    no_match="1/n" reproduces it (compat only); the definition's no-match is 0."""
+    c = np.array(correct, dtype=bool)
+    assert M.extraction_strength(c) == pytest.approx(ours), derivation
+    assert M.extraction_strength(c, no_match="1/n") == pytest.approx(theirs), derivation
+
+
+def test_extraction_strength_rejects_an_unknown_floor():
+    with pytest.raises(ValueError, match="no_match='zero'"):
+        M.extraction_strength(np.array([True]), no_match="zero")  # type: ignore[arg-type]
+
+
+def test_truth_ratio_with_openunlearnings_epsilon():
+    """P(para) = e^-30 ≈ 9.36e-14, one perturbed answer with P = e^-1: TR = e^-1 / e^-30 = e^29 ≈ 3.93e12; with
+    their 1e-10 in the denominator e^-1 / (e^-30 + 1e-10) = 0.367879 / 1.000936e-10 ≈ 3.6754e9. The normalised
+    probability of a with P(a) = e^-30 against P(wrong) = e^-1: e^-30 / (e^-30 + e^-1) ≈ 2.54e-13 either way."""
+    para, pert = np.array([-30.0, -30.0]), [np.array([-1.0, -1.0])]
+    assert M.truth_ratio(para, pert) == pytest.approx(math.exp(29))
+    assert M.truth_ratio(para, pert, eps=1e-10) == pytest.approx(math.exp(-1) / (math.exp(-30) + 1e-10))
+    assert M.truth_ratio(para, pert, eps=1e-10) == pytest.approx(3.6754e9, rel=1e-4)
+    assert M.normalized_probability(para, pert, eps=1e-10) == pytest.approx(
+        math.exp(-30) / (math.exp(-30) + math.exp(-1) + 1e-10))
+
+
 def test_ngram_overlap_hand_example():
     """Generated [1,2,3,4] bigrams: (1,2), (2,3), (3,4); reference [2,3,4,5] bigrams: (2,3), (3,4), (4,5).
     Hits: (2,3), (3,4) → 2/3."""

@@ -7,6 +7,7 @@ CPU budget: the machine is shared, so everything runs on one thread and models s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,6 +124,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny Llama (+ tokenizer) that has memorised the 12 records (answer NLL well below 1 nat)."""
     out = tmp_path_factory.mktemp("methods") / "tiny-model"
     train_tiny(ALL_RECORDS, out)
+    # trained on separately tokenised prompt/answer: recorded as `obliviate build` does (a model without a record is
+    # taken to be tokenised jointly, as models trained elsewhere are)
+    (out.parent / "build.json").write_text(json.dumps({"models": {out.name: {"tokenize": "separate"}}}))
     return out
 
 

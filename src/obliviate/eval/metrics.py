@@ -11,6 +11,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from scipy import stats
@@ -28,15 +29,25 @@ def probability(token_logps: np.ndarray) -> float:
     return math.exp(-mean_nll(token_logps))
 
 
-def normalized_probability(correct_logps: np.ndarray, wrong_logps: Sequence[np.ndarray]) -> float:
-    """Real authors / world facts probability: P(a) / (P(a) + Σ_k P(wrong_k)), each P length-normalised."""
+# OpenUnlearning adds 1e-10 to the denominators of the truth ratio and the normalised probability
+# (src/evals/metrics/memorization.py `truth_ratio`, `probability_w_options`). Negligible while P(a) is not tiny, it
+# decides the value once a model has pushed P(a) below ~1e-8 (TR → P(pert)/1e-10 instead of P(pert)/P(a)): passed
+# as `eps` under compat=openunlearning only.
+OPENUNLEARNING_EPS = 1e-10
+
+
+def normalized_probability(correct_logps: np.ndarray, wrong_logps: Sequence[np.ndarray], eps: float = 0.0) -> float:
+    """Real authors / world facts probability: P(a) / (P(a) + Σ_k P(wrong_k) + eps), each P length-normalised."""
     p = probability(correct_logps)
-    return p / (p + sum(probability(w) for w in wrong_logps))
+    return p / (p + sum(probability(w) for w in wrong_logps) + eps)
 
 
-def truth_ratio(para_logps: np.ndarray, pert_logps: Sequence[np.ndarray]) -> float:
-    """TR = GeoMean_k P(pert_k)^(1/len) / P(para)^(1/len) = exp(−mean_k L̄_pert,k + L̄_para)."""
+def truth_ratio(para_logps: np.ndarray, pert_logps: Sequence[np.ndarray], eps: float = 0.0) -> float:
+    """TR = GeoMean_k P(pert_k)^(1/len) / P(para)^(1/len) = exp(−mean_k L̄_pert,k + L̄_para); with `eps`,
+    GeoMean_k P(pert_k)^(1/len) / (P(para)^(1/len) + eps) (OpenUnlearning's)."""
     pert = np.mean([mean_nll(x) for x in pert_logps])
+    if eps:
+        return math.exp(-pert) / (math.exp(-mean_nll(para_logps)) + eps)
     return math.exp(-pert + mean_nll(para_logps))
 
 
@@ -104,9 +115,16 @@ def exact_memorization(correct: np.ndarray) -> float:
     return float(np.mean(np.asarray(correct, dtype=float)))
 
 
-def extraction_strength(correct: np.ndarray) -> float:
+def extraction_strength(correct: np.ndarray, no_match: Literal["0", "1/n"] = "0") -> float:
     """1 − k/n with k the smallest index from which the teacher-forced argmax matches the whole rest of the
-    answer (k = n when even the last token is wrong, giving 0; k = 0 for a perfectly memorised answer)."""
+    answer (k = n when even the last token is wrong, giving 0; k = 0 for a perfectly memorised answer).
+
+    `no_match="1/n"` reproduces OpenUnlearning's loop (src/evals/metrics/memorization.py, `extraction_strength`:
+    `for k in range(n): ... break` leaves k = n − 1 when no suffix matches), which scores an answer the model gets
+    wholly wrong 1/n, the same as one whose last token alone is right: a bug, used only under compat=openunlearning.
+    An empty answer scores 0 either way (theirs too)."""
+    if no_match not in ("0", "1/n"):
+        raise ValueError(f"no_match={no_match!r}; expected '0' (the definition) or '1/n' (OpenUnlearning's loop)")
     c = np.asarray(correct, dtype=bool)
     n = len(c)
     if n == 0:
@@ -114,6 +132,8 @@ def extraction_strength(correct: np.ndarray) -> float:
     k = n
     while k > 0 and c[k - 1]:
         k -= 1
+    if k == n and no_match == "1/n":
+        k = n - 1
     return 1.0 - k / n
 
 

@@ -43,6 +43,7 @@ def write_eval(out: Path, result: EvalResult, overwrite: bool = False) -> None:
              "hold the same numbers in OpenUnlearning's layout and names.", "",
              f"Model: `{meta['model']['name']}` (fingerprint {meta['model']['fingerprint']}); reference: "
              f"`{meta['reference']}`; scenario: {meta['scenario']['name']}; template: {meta['template']}; "
+             f"tokenize: {meta.get('tokenize', 'separate')}; compat: {meta.get('compat', 'none')}; "
              f"{meta['wall_time_s']} s."]
     absent = meta.get("absent") or {}
     if absent:

@@ -26,10 +26,10 @@ class ModelRunner:
 
     def __init__(self, model, tokenizer, *, template: str = "auto", max_length: int = 512, batch_size: int = 32,
                  gen_batch_size: int = 64, max_new_tokens: int = 200, cache: PassCache | None = None,
-                 name: str = "model", progress: PassProgress | None = None) -> None:
+                 name: str = "model", progress: PassProgress | None = None, tokenize: str = "separate") -> None:
         self.model = model
         self.tok = tokenizer
-        self.fmt = Formatter(tokenizer, template, max_length=max_length)  # type: ignore[arg-type]
+        self.fmt = Formatter(tokenizer, template, max_length=max_length, tokenize=tokenize)  # type: ignore[arg-type]
         self.batch_size = batch_size
         self.gen_batch_size = gen_batch_size
         self.max_new_tokens = max_new_tokens
@@ -58,7 +58,19 @@ class ModelRunner:
         return self.fmt.encode_many(list(pairs))
 
     def answer_ids(self, split: Split) -> list[list[int]]:
-        return [self.fmt.answer_ids(r.answer, eos=False) for r in split.records]
+        """Each record's answer tokens (no EOS) as the model's tokenisation has them: the labelled part of the
+        untruncated sequence (`Formatter.split`)."""
+        return [ids[b:] for ids, b in self._sequences(split)]
+
+    def _sequences(self, split: Split) -> list[tuple[list[int], int]]:
+        """(ids, boundary) of prompt + answer without EOS, untruncated, per record (EL_n's hosts and answers)."""
+        return [self.fmt.split(r.question, r.answer, eos=False) for r in split.records]
+
+    def label_texts(self, split: Split) -> list[str]:
+        """The labelled tokens of each record's answer (with EOS) decoded, special tokens skipped: the text
+        OpenUnlearning's ZLib attack compresses (`extract_target_texts_from_processed_data`)."""
+        enc = self.encode([(r.id, r.question, r.answer) for r in split.records])
+        return [self.tok.decode(e.input_ids[e.prompt_len:], skip_special_tokens=True) for e in enc]
 
     # ------------------------------------------------------------------------------------------- passes
 
@@ -172,11 +184,13 @@ class ModelRunner:
         match), so such a continuation may be cut short: EL_n is unchanged, the continuation is not the full one.
         A prefix whose continuation another reuses (the one after a correctly predicted token) is decoded in full,
         since the longer prefix's n-grams reach into it."""
-        answers = self.answer_ids(split)
+        parts = self._sequences(split)
+        answers = [ids[b:] for ids, b in parts]
         correct = [s.correct for s in self.split_stats(split)["answer"]] if reuse else [None] * len(answers)
         prompts, limits, owner, hosts, cut = [], [], [], [], []
-        for i, (r, ans) in enumerate(zip(split.records, answers, strict=True)):
-            p = self.fmt.prompt_ids(r.question)
+        for i, ans in enumerate(answers):
+            ids, b = parts[i]
+            p = ids[:b]  # the prompt side of the boundary (separate: prompt_ids; joint: the joint string's head)
             last = len(ans) - n - 1
             ok = correct[i] if correct[i] is not None and len(correct[i]) >= len(ans) else None
             for t in range(max(0, len(ans) - n)):

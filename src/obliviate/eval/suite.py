@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from obliviate.config import Config
 from obliviate.data.records import Split
 from obliviate.data.refusals import is_refusal
 from obliviate.data.scenarios import Scenario
+from obliviate.data.templates import resolve_tokenize
 from obliviate.errors import DataError
 from obliviate.eval import metrics as M
 from obliviate.eval import specs
-from obliviate.eval.passes import PassCache
+from obliviate.eval.passes import PassCache, TokenStats
 from obliviate.eval.runner import ModelRunner, PassProgress
 from obliviate.eval.specs import Items, MetricSpec
 from obliviate.utils import dist
@@ -34,10 +35,25 @@ log = logging.getLogger(__name__)
 EVAL_FORMAT = 1
 
 
+Compat = Literal["none", "openunlearning"]
+
+
 class EvalConfig(Config):
-    """How the evaluation runs. Defaults follow TOFU (greedy, 200 new tokens) and METHODS.md (Min-K k=0.4, EL10)."""
+    """How the evaluation runs. Defaults follow TOFU (greedy, 200 new tokens) and METHODS.md (Min-K k=0.4, EL10).
+
+    `compat=openunlearning` reproduces OpenUnlearning's numbers item for item, for comparison with published tables:
+    joint tokenisation, the final label token (EOS) left out of exact memorisation, extraction strength, Min-K% and
+    Min-K%++ (kept in probability, truth ratio and LOSS, as theirs), extraction strength's no-match case scored 1/n
+    (their loop's leftover k = n − 1; the definition gives 0), the ZLib attack's text decoded from the labelled
+    tokens, their 1e-10 in the denominators of the truth ratio and the normalised probability (it decides the value
+    once P(answer) < ~1e-8). The default (`none`) keeps the definitions of METHODS.md."""
 
     template: Literal["auto", "plain", "chat"] = "auto"
+    tokenize: Literal["auto", "separate", "joint"] = Field(
+        "auto", description="prompt and answer tokenised separately or as one string (OpenUnlearning); auto: the "
+                            "mode each model was trained with (recorded by obliviate build/unlearn), else joint")
+    compat: Compat = Field("none", description="openunlearning: reproduce OpenUnlearning's per-item numbers "
+                                               "(their tokenisation and conventions); none: obliviate's definitions")
     max_length: int = Field(512, ge=16)
     batch_size: int = Field(32, ge=1, description="teacher-forced pass batch size")
     gen_batch_size: int = Field(64, ge=1, description="generation batch size")
@@ -52,6 +68,21 @@ class EvalConfig(Config):
                            "model still says about the forget data, so by default they are recomputed, never stored")
     save_generations: bool = Field(False, description="store generated text in eval.json (it may be private)")
 
+    @model_validator(mode="after")
+    def _compat_tokenizes_jointly(self):
+        if self.compat == "openunlearning" and self.tokenize == "separate":
+            raise ValueError("compat=openunlearning tokenises prompt and answer jointly, as OpenUnlearning does; got "
+                             "tokenize=separate (drop it, or set compat=none to score separately)")
+        return self
+
+    @property
+    def openunlearning(self) -> bool:
+        return self.compat == "openunlearning"
+
+    def tokenize_for(self, model: Any) -> str:
+        """The tokenisation `model` is scored with: joint under compat=openunlearning, else `resolve_tokenize`."""
+        return "joint" if self.openunlearning else resolve_tokenize(self.tokenize, model)
+
 
 # ------------------------------------------------------------------------------------------ per-item values
 
@@ -59,24 +90,41 @@ class EvalConfig(Config):
 PRIVATE_SPLITS = ("forget",)  # whose generated text is the data being deleted: kept out of the disk cache
 
 
+def _without_last(s: TokenStats) -> TokenStats:
+    return TokenStats(s.logps[:-1], s.correct[:-1], s.mu[:-1], s.sigma[:-1])
+
+
 def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate: bool, el: bool,
                 mia: bool) -> dict[str, dict[str, Any]]:
     """Every per-item number of one split, read from the runner's cached passes (the forget set's generations stay
-    in memory unless `cache_forget_generations`)."""
+    in memory unless `cache_forget_generations`).
+
+    Under compat=openunlearning: exact memorisation, extraction strength, Min-K% and Min-K%++ read the answer
+    tokens without the final one (OpenUnlearning's `tokenwise_logprobs` / `tokenwise_vocab_logprobs`,
+    src/evals/metrics/utils.py, drop the last labelled token, the EOS), an item left without tokens scoring as theirs
+    (EM absent, ES and the attacks 0); extraction strength scores no match 1/n; the ZLib attack compresses the
+    labelled tokens decoded (`extract_target_texts_from_processed_data`) instead of the answer text; the truth ratio
+    and the normalised probability add their 1e-10 to the denominator."""
     st = runner.split_stats(split)
+    ou = cfg.openunlearning
     persist = cfg.cache_forget_generations or split.name not in PRIVATE_SPLITS
     gens = runner.generations(split, persist=persist) if generate else None
     conts = runner.el_continuations(split, cfg.el_n, persist=persist, settle=True) if el else None
     answers = runner.answer_ids(split) if el else None
+    texts = runner.label_texts(split) if ou and mia else [r.answer for r in split.records]
     out: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(split.records):
         a = st["answer"][i]
+        s = _without_last(a) if ou else a  # what EM, ES, Min-K% and Min-K%++ read
+        n = len(s.logps)
         v: dict[str, Any] = {"mean_nll": M.mean_nll(a.logps), "prob": M.probability(a.logps),
-                             "exact_memorization": M.exact_memorization(a.correct),
-                             "extraction_strength": M.extraction_strength(a.correct), "n_tokens": len(a.logps)}
+                             "exact_memorization": M.exact_memorization(s.correct) if n else float("nan"),
+                             "extraction_strength": M.extraction_strength(s.correct, no_match="1/n" if ou else "0"),
+                             "n_tokens": len(a.logps)}
         if "pert" in st:
-            v["truth_ratio"] = M.truth_ratio(st["para"][i].logps, [p.logps for p in st["pert"][i]])
-            v["norm_prob"] = M.normalized_probability(a.logps, [p.logps for p in st["pert"][i]])
+            eps = M.OPENUNLEARNING_EPS if ou else 0.0
+            v["truth_ratio"] = M.truth_ratio(st["para"][i].logps, [p.logps for p in st["pert"][i]], eps)
+            v["norm_prob"] = M.normalized_probability(a.logps, [p.logps for p in st["pert"][i]], eps)
         if gens is not None:
             v["rougeL_recall"] = M.rouge_l_recall(gens[i], r.answer)
             v["refusal"] = is_refusal(gens[i])
@@ -86,9 +134,9 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
             v["el"] = M.extraction_likelihood(conts[i], answers[i], cfg.el_n)
         if mia:
             v["mia_loss"] = M.mia_loss(a.logps)
-            v["mia_zlib"] = M.mia_zlib(a.logps, r.answer)
-            v["mia_mink"] = M.mia_min_k(a.logps, cfg.mink_k)
-            v["mia_minkpp"] = M.mia_min_k_plus_plus(a.logps, a.mu, a.sigma, cfg.mink_k)
+            v["mia_zlib"] = M.mia_zlib(a.logps, texts[i])
+            v["mia_mink"] = M.mia_min_k(s.logps, cfg.mink_k) if n or not ou else 0.0
+            v["mia_minkpp"] = M.mia_min_k_plus_plus(s.logps, s.mu, s.sigma, cfg.mink_k) if n or not ou else 0.0
         out[r.id] = v
     return out
 
@@ -199,7 +247,8 @@ def evaluate_runner(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, refere
             "reference": reference.source if reference else None, "config": cfg.model_dump(),
             "scenario": {"name": scen.name, "options": scen.options, "forget_digest": scen.forget.digest,
                          "splits": {k: v.digest for k, v in scen.eval_splits.items()}},
-            "template": runner.fmt.kind, "absent": absent, "wall_time_s": round(time.time() - t0, 2)}
+            "template": runner.fmt.kind, "tokenize": runner.fmt.tokenize, "compat": cfg.compat, "absent": absent,
+            "wall_time_s": round(time.time() - t0, 2)}
     return EvalResult(summary, items, meta, chosen)
 
 
@@ -235,10 +284,14 @@ def absent_reasons(summary: dict[str, Any], chosen: Sequence[MetricSpec], items:
     return out
 
 
-def make_runner(model, tokenizer, cfg: EvalConfig, name: str, progress: PassProgress | None = None) -> ModelRunner:
+def make_runner(model, tokenizer, cfg: EvalConfig, name: str, progress: PassProgress | None = None,
+                source: Any = None) -> ModelRunner:
+    """The runner of one model; it tokenises as `cfg.tokenize_for(source)` (`source`: where the model comes from, a
+    path or hub id; default the model itself, whose name_or_path is read)."""
     return ModelRunner(model, tokenizer, template=cfg.template, max_length=cfg.max_length, batch_size=cfg.batch_size,
                        gen_batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens,
-                       cache=PassCache(enabled=cfg.cache), name=name, progress=progress)
+                       cache=PassCache(enabled=cfg.cache), name=name, progress=progress,
+                       tokenize=cfg.tokenize_for(model if source is None else source))
 
 
 def env_threads() -> int | None:

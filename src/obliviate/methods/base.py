@@ -68,6 +68,9 @@ class TrainConfig(Config):
     checkpoint: bool = Field(True, description="save a resumable checkpoint after every epoch (off where a run "
                                               "cannot be resumed anyway, e.g. the model builder's)")
     template: Literal["auto", "plain", "chat"] = "auto"
+    tokenize: Literal["auto", "separate", "joint"] = Field(
+        "auto", description="prompt and answer tokenised separately or as one string (OpenUnlearning); auto: the "
+                            "mode the input model was trained with (recorded by obliviate), else joint")
     lora: LoraSpec | None = None
 
     @model_validator(mode="after")
@@ -318,6 +321,7 @@ class ApplyContext:
     progress: Progress | None = None
     scenario: Any = None
     save_model: Callable[[Any, str], None] | None = None  # save an intermediate model under a name (sequential modes)
+    tokenize: Literal["separate", "joint"] = "separate"  # the input model's tokenisation: build Formatters with it
 
 
 class ProceduralMethod(Method):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from obliviate.data.records import QA
-from obliviate.data.templates import Formatter
+from obliviate.data.templates import Formatter, resolve_tokenize
 from obliviate.errors import ConfigError, DivergedError, ResourceError
 from obliviate.methods.base import Batch, GradientMethod, Progress, ProgressEvent, TrainConfig, TrainContext
 from obliviate.methods.data import Views, epoch_plan, split_step
@@ -123,7 +123,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     set_seed(cfg.seed)
     micro = max(1, cfg.batch_size // cfg.grad_accum)
-    fmt = Formatter(tokenizer, cfg.template, max_length=cfg.max_length)
+    # tokenize=auto: the mode recorded with the model it was loaded from (unlearn resolves it before, from the path)
+    fmt = Formatter(tokenizer, cfg.template, max_length=cfg.max_length, tokenize=resolve_tokenize(cfg.tokenize, model))
     device = acc.device
     method.ctx = TrainContext(tokenizer, fmt, list(forget), list(retain), scenario, work_dir, device)
     views = Views.build(method.views, forget, retain, fmt, aligned=method.aligned_views(list(forget), list(retain)))

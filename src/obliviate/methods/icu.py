@@ -124,7 +124,8 @@ class ICU(GradientMethod):
         recs = [ctx.forget[i] for i in self.active]
         longest = max((len(ctx.formatter.answer_ids(r.answer)) for r in recs), default=1)
         runner = ModelRunner(model, ctx.tokenizer, template=ctx.formatter.kind, max_length=ctx.formatter.max_length,
-                             max_new_tokens=cfg.max_new_tokens or longest + 8, name="icu-refinement")
+                             max_new_tokens=cfg.max_new_tokens or longest + 8, name="icu-refinement",
+                             tokenize=ctx.formatter.tokenize)
         gens = runner.generations(Split("active", tuple(recs))) if recs else []
         still = []
         for i, r, g in zip(self.active, recs, gens, strict=True):

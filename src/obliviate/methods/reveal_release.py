@@ -257,7 +257,7 @@ class RevealRelease(ProceduralMethod):
         cfg = self.cfg
         targets = target_names(ctx.forget)
         model, tok = ctx.model, ctx.tokenizer
-        fmt = Formatter(tok, cfg.template, max_length=cfg.max_length)
+        fmt = Formatter(tok, cfg.template, max_length=cfg.max_length, tokenize=ctx.tokenize)
         pool = instruction_pool(cfg.instruction_kinds, cfg.instructions_file)
         bandit = _make_bandit(cfg, pool)
         settings = _settings(cfg)

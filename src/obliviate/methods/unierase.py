@@ -337,7 +337,7 @@ class UniErase(ProceduralMethod):
         cfg = self.cfg
         model, tok = ctx.model, ctx.tokenizer
         torch.manual_seed(cfg.seed)
-        fmt = Formatter(tok, cfg.template, max_length=cfg.max_length)
+        fmt = Formatter(tok, cfg.template, max_length=cfg.max_length, tokenize=ctx.tokenize)
         n_layers = len(decoder_layers(model))
         layers = sorted(set(cfg.layers)) if cfg.layers is not None else default_layers(n_layers)
         bad = [l for l in layers if not 0 <= l < n_layers]

@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from obliviate.config import Config, build_config
 from obliviate.data.records import QA, Split
+from obliviate.data.templates import resolve_tokenize
 from obliviate.errors import DataError
 from obliviate.eval import metrics as M
 from obliviate.eval.runner import ModelRunner, PassProgress
@@ -71,7 +72,8 @@ def forget_scores(model, tok, records: Sequence[QA], max_new_tokens: int, questi
     """Mean ROUGE-L recall of greedy answers and mean probability of the true answers."""
     qs = list(questions) if questions is not None else [r.question for r in records]
     recs = [r.with_(question=q) for r, q in zip(records, qs, strict=True)]
-    runner = ModelRunner(model, tok, max_new_tokens=max_new_tokens, name="attack", progress=progress)
+    runner = ModelRunner(model, tok, max_new_tokens=max_new_tokens, name="attack", progress=progress,
+                         tokenize=resolve_tokenize("auto", model))
     split = Split("attack", tuple(recs))
     gens = runner.generations(split)
     stats = runner.split_stats(split)["answer"]
@@ -148,14 +150,16 @@ def quantize(model, tok, forget: Sequence[QA], cfg: AttackConfig, progress: Pass
 @ATTACKS.register("prefix")
 def prefix(model, tok, forget: Sequence[QA], cfg: AttackConfig, progress: PassProgress | None = None) -> dict[str, Any]:
     """Give the first part of each answer; measure how much of the rest the model completes (greedy)."""
-    runner = ModelRunner(model, tok, max_new_tokens=cfg.max_new_tokens, name="attack", progress=progress)
+    runner = ModelRunner(model, tok, max_new_tokens=cfg.max_new_tokens, name="attack", progress=progress,
+                         tokenize=resolve_tokenize("auto", model))
     prompts, rests = [], []
     for r in forget:
-        ans = runner.fmt.answer_ids(r.answer, eos=False)
+        ids, boundary = runner.fmt.split(r.question, r.answer, eos=False)  # the model's own token boundary
+        ans = ids[boundary:]
         k = max(1, int(len(ans) * cfg.prefix_fraction))
         if k >= len(ans):
             continue
-        prompts.append(runner.fmt.prompt_ids(r.question) + ans[:k])
+        prompts.append(ids[:boundary + k])
         rests.append(tok.decode(ans[k:], skip_special_tokens=True))
     if not prompts:
         raise DataError("the prefix attack needs forget answers of at least 2 tokens")

@@ -43,6 +43,9 @@ from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, 
 
 log = logging.getLogger(__name__)
 BUILD_FORMAT = 2  # bump when the recipe changes in a way that invalidates cached builds (2: the shared engine)
+# How built models tokenise (data/templates.py), recorded per model in build.json so that every later use (eval,
+# unlearn) scores them the way they were trained. Builds recorded before this field were separate too.
+BUILD_TOKENIZE = "separate"
 
 
 class TrainSpec(Config):
@@ -65,6 +68,7 @@ class TrainSpec(Config):
                            schedule="cosine", min_lr_ratio=self.min_lr_ratio, adam_betas=(0.9, 0.95),
                            weight_decay=self.weight_decay, grad_clip=self.grad_clip, max_length=self.max_length,
                            batching="length_grouped", seed=self.seed, template=template, lora=lora,  # type: ignore[arg-type]
+                           tokenize=BUILD_TOKENIZE,
                            checkpoint=False)  # a build that fails is discarded whole (atomic_dir): nothing to resume
 
 
@@ -275,4 +279,5 @@ def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig,
     last = state.history[-1] if state.history else {}
     return {"params": n_params(trained), "steps": state.step, "final_loss": round(float(last.get("loss", float("nan"))), 4),
             "train_time_s": round(wall, 1), "records": len(split), "template": template,
+            "tokenize": tcfg.tokenize,
             "lora": cfg.lora.model_dump() if cfg.lora else None}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import subprocess
@@ -15,6 +16,9 @@ from obliviate.eval import openunlearning
 from obliviate.eval.suite import EvalConfig, Reference, load_reference_eval, make_runner, reference_from_runner
 from obliviate.models.bases import BASES, resolve_base
 from obliviate.models.loading import is_model_dir, load_model_and_tokenizer
+from obliviate.utils.io import read_json
+
+log = logging.getLogger(__name__)
 
 ModelLike = str | os.PathLike[str] | tuple[Any, Any]
 
@@ -51,7 +55,9 @@ def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConf
         if p.is_file() and p.name == "eval.json":  # the file itself instead of its directory
             p = p.parent
         if (p / "eval.json").is_file():
-            return load_reference_eval(p, scen)
+            ref = load_reference_eval(p, scen)
+            _warn_other_conventions(p / "eval.json", cfg)
+            return ref
         if p.is_dir() and (p / openunlearning.EVAL_FILE).is_file():
             p = p / openunlearning.EVAL_FILE
         if p.is_file() and p.suffix == ".json":
@@ -64,7 +70,21 @@ def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConf
             raise ModelError(f"--reference {p}: neither a model directory nor a saved evaluation (no config.json, no "
                              f"eval.json, no {openunlearning.EVAL_FILE})")
     m, tok, name = load_model(reference, "reference")
-    return reference_from_runner(make_runner(m, tok, cfg, name), scen, cfg)
+    return reference_from_runner(make_runner(m, tok, cfg, name, source=reference), scen, cfg)
+
+
+def _warn_other_conventions(path: Path, cfg: EvalConfig) -> None:
+    """A saved reference evaluated under another `compat` than this evaluation: its truth ratios and Min-K% AUC were
+    computed under other conventions (tokenisation, OpenUnlearning's 1e-10s), so forget quality and privleak mix
+    the two; said, not refused (the user may mean it)."""
+    try:
+        theirs = read_json(path).get("compat", "none")
+    except (OSError, ValueError, AttributeError):
+        return  # load_reference_eval has already read it; nothing more to say
+    if theirs != cfg.compat:
+        log.warning("the reference %s was evaluated with compat=%s, this evaluation uses compat=%s: forget quality "
+                    "and privleak compare numbers computed under different conventions; evaluate the retain model "
+                    "with the same --compat", path, theirs, cfg.compat)
 
 
 def versions() -> dict[str, str]:

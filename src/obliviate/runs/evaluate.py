@@ -32,7 +32,9 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
     forget split (its other sets kept); with `scenario=None`, alone, with the optional `retain` and `holdout` files
     (metrics that need a missing set are absent, and the result's meta says why). `reference` is the retain model
     (a model directory / hub id / (model, tokenizer) pair) or the directory of its saved evaluation (holding
-    eval.json); it gives forget quality, privleak and the reference attack, on the same items only. With `out`,
+    eval.json); it gives forget quality, privleak and the reference attack, on the same items only. Each model is
+    tokenised as it was trained (config `tokenize=auto`: the mode obliviate recorded with it, else joint) unless
+    `tokenize` or `compat=openunlearning` (joint) says otherwise. With `out`,
     eval.json, summary.json and report.md are written there atomically. `progress(description, done, total)`
     follows each model pass as it runs."""
     cfg = config if isinstance(config, EvalConfig) else build_config(EvalConfig, config or {}, where="eval config")
@@ -48,7 +50,7 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
         if scen is None:  # unreachable: checked above; narrows the type
             raise ConfigError("give what to evaluate: --scenario NAME or --forget FILE")
         m, tok, name = load_model(model, "model")
-        runner = make_runner(m, tok, cfg, name, progress)
+        runner = make_runner(m, tok, cfg, name, progress, source=model)  # tokenised as `model` was trained
         ref = resolve_reference(reference, scen, cfg)
         result = evaluate_runner(runner, scen, cfg, ref)
         if out is not None and dist.is_main():  # under torchrun every rank holds the gathered result; one writes

@@ -19,7 +19,7 @@ import torch
 from obliviate.config import Config, build_config
 from obliviate.data.records import QA, Split, check_records, load_split, overlap
 from obliviate.data.scenarios import from_files
-from obliviate.data.templates import Formatter
+from obliviate.data.templates import Formatter, resolve_tokenize
 from obliviate.errors import ConfigError, DataError, NothingToForget, ObliviateError
 from obliviate.eval.suite import EvalConfig
 from obliviate.methods.base import (METHODS, ApplyContext, GradientMethod, MethodInfo, ProceduralMethod, Progress,
@@ -125,16 +125,19 @@ def work_dir_for(out: Path) -> Path:
 
 
 def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA], retain: list[QA], work: Path,
-               progress: Progress | None, scenario=None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+               progress: Progress | None, scenario=None,
+               tokenize: str = "separate") -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run one method; returns the final (merged) model, the extras to save beside it (histories, logs) and the
-    method's run_info for the manifest."""
+    method's run_info for the manifest. `tokenize` is the input model's tokenisation (a gradient method's config
+    carries it; a procedural method receives it in its ApplyContext)."""
     method = info.create(cfg)
     if isinstance(method, ProceduralMethod):
         def keep(m, name: str) -> None:  # intermediate models (UniErase's sequential requests) go to out/requests
             if dist.is_main():
                 save_model(m, tokenizer, work / "requests" / name)
 
-        ctx = ApplyContext(model, tokenizer, forget, retain, work, progress, scenario, save_model=keep)
+        ctx = ApplyContext(model, tokenizer, forget, retain, work, progress, scenario, save_model=keep,
+                           tokenize=tokenize)  # type: ignore[arg-type]
         model = method.apply(ctx)
         return model, method.extras(), method.run_info()
     if not isinstance(method, GradientMethod):
@@ -180,8 +183,17 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
          eval_config: dict[str, Any] | None, targets: Sequence[str], attempts: list[dict[str, Any]]) -> UnlearnResult:
     work = work_dir_for(out_p)
     m, tok, name = load_model(model, "model")
+    # The tokenisation the input model was trained with (tokenize=auto), or the one asked for: training uses it, the
+    # manifest records it, so the output model is scored the same way later.
+    asked = cfg.tokenize if isinstance(cfg, TrainConfig) else "auto"
+    mode = resolve_tokenize(asked, model)
     if isinstance(cfg, TrainConfig):
-        Formatter(tok, cfg.template, max_length=cfg.max_length)  # template=chat without a chat template: fail now
+        cfg = cfg.model_copy(update={"tokenize": mode})
+        Formatter(tok, cfg.template, max_length=cfg.max_length, tokenize=mode)  # template=chat without one: fail now
+    if asked != "auto" and eval_scen is not None:  # an explicit mode scores the evaluations too, unless told otherwise
+        given = eval_config or {}
+        if "tokenize" not in given and given.get("compat", "none") == "none":
+            eval_config = {**given, "tokenize": mode}
     input_fp = fingerprint(m)
     run_key = stable_hash([info.name, cfg.model_dump(), input_fp, hashes])
     key_file = work / "run_key"
@@ -208,7 +220,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
     reset_peak()
     try:
         new_model, extras, run_info = run_method(info, cfg, m, tok, f_recs, r_recs, work, clock.wrap(progress),
-                                                 scenario)
+                                                 scenario, tokenize=mode)
     except ObliviateError:
         # a user error found before any progress leaves nothing behind; a diverged run keeps its last finite
         # epoch checkpoint (resumable, inspectable)
@@ -230,6 +242,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
     manifest = {
         "method": info.name, "config": cfg.model_dump(), "versions": versions(), "git_revision": git_revision(),
         "input_model": {"name": name, "fingerprint": input_fp}, "output_fingerprint": output_fp,
+        "tokenize": mode,  # read back by data/templates.recorded_tokenize: the output is scored as it was trained
         "data": {**hashes, "n_forget": len(f_recs), "n_retain": len(r_recs)},
         "scenario": getattr(scenario, "name", None),
         "evaluated_on": {"scenario": eval_scen.name, "forget_digest": eval_scen.forget.digest} if eval_scen else None,
