@@ -129,22 +129,22 @@ def test_eval_writes_openunlearning_files_that_serve_as_reference(people_model_d
 
 
 def test_eval_compat_openunlearning_and_tokenize(people_model_dir, files, tmp_path, cli):
-    """`eval --compat openunlearning` scores jointly and says so (title, eval.json meta); `--tokenize separate` scores
-    the model the way conftest.py trained it, which gives its forget answers a higher probability than joint does
-    (the model has no obliviate record, so the default is joint)."""
+    """`eval --compat openunlearning` scores jointly and says so (title, eval.json meta); by default the model is
+    scored the way conftest.py trained it and recorded (separately), which gives its forget answers a higher
+    probability than `--tokenize joint` does."""
     base = ["--model", str(people_model_dir), "--forget", str(files["forget"]), "max_new_tokens=8",
             "metrics=[forget_prob,extraction_strength]"]
     metas = {}
-    for name, extra in (("ou", ["--compat", "openunlearning"]), ("sep", ["--tokenize", "separate"]), ("auto", [])):
+    for name, extra in (("ou", ["--compat", "openunlearning"]), ("joint", ["--tokenize", "joint"]), ("auto", [])):
         code, stdout, err = cli("eval", *base, *extra, "--out", str(tmp_path / name))
         assert code == 0, err
         metas[name] = json.loads((tmp_path / name / "eval.json").read_text())
         metas[name]["summary"] = json.loads((tmp_path / name / "summary.json").read_text())
         assert ("(OpenUnlearning's names: TOFU_SUMMARY.json)" in " ".join(stdout.split())) == (name == "ou")
-    assert [(m["compat"], m["tokenize"]) for m in metas.values()] == [("openunlearning", "joint"), ("none", "separate"),
-                                                                       ("none", "joint")]
-    assert metas["sep"]["summary"]["forget_prob"] > metas["auto"]["summary"]["forget_prob"]
-    assert metas["ou"]["summary"]["forget_prob"] == pytest.approx(metas["auto"]["summary"]["forget_prob"])
+    assert [(m["compat"], m["tokenize"]) for m in metas.values()] == [("openunlearning", "joint"), ("none", "joint"),
+                                                                       ("none", "separate")]
+    assert metas["auto"]["summary"]["forget_prob"] > metas["joint"]["summary"]["forget_prob"]
+    assert metas["ou"]["summary"]["forget_prob"] == pytest.approx(metas["joint"]["summary"]["forget_prob"])
     tofu = json.loads((tmp_path / "ou" / "TOFU_SUMMARY.json").read_text())
     assert tofu["extraction_strength"] == pytest.approx(metas["ou"]["summary"]["extraction_strength"])
 

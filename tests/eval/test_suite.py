@@ -78,3 +78,21 @@ def test_unknown_metric_in_the_config_is_an_error(scenario, tiny_models):
     cfg = suite.EvalConfig(metrics=["forget_qualty"], cache=False)
     with pytest.raises(ConfigError, match="did you mean 'forget_quality'"):
         suite.evaluate_runner(suite.make_runner(model, tok, cfg, "m"), scenario, cfg)
+
+
+def test_asking_for_some_metrics_runs_only_the_passes_they_read(scenario, tiny_models, monkeypatch):
+    """`metrics=[...]` reads only the splits those metrics name, and a split read only for ROUGE-L gets no
+    teacher-forced pass; the values are those of the full evaluation."""
+    from obliviate.eval import suite
+    from obliviate.eval.runner import ModelRunner
+
+    model, _, tok = tiny_models
+    full = suite.evaluate_runner(ModelRunner(model, tok, max_new_tokens=8), scenario, suite.EvalConfig(max_new_tokens=8))
+    scored: list[str] = []
+    real = ModelRunner.split_stats
+    monkeypatch.setattr(ModelRunner, "split_stats", lambda self, split: scored.append(split.name) or real(self, split))
+    cfg = suite.EvalConfig(max_new_tokens=8, metrics=["retain_rougeL_recall", "forget_truth_ratio"])
+    some = suite.evaluate_runner(ModelRunner(model, tok, max_new_tokens=8), scenario, cfg)
+    assert set(some.items) == {"retain", "forget"} and scored == ["forget"]
+    for k in ("retain_rougeL_recall", "forget_truth_ratio"):
+        assert some.summary[k] == pytest.approx(full.summary[k])

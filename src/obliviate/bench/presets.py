@@ -13,13 +13,13 @@ Two scales exist so far:
   than an 8B model's. Values were chosen on the `synthetic` / `tofu-mini` targets (benchmarks/baselines.py and
   benchmarks/seed_methods.py print what they give).
 - `BY_SCENARIO`: on top of TINY, the values that differ between the built-in scenarios.
-- `SMOLLM2`: the real instrument, SmolLM2-135M-Instruct (30 layers, hidden 576) fine-tuned on the scenario's QA
-  through LoRA (r 32, all linear modules, lr 1e-3; runs/build.py PRETRAINED_DEFAULTS). Two cores train it at ~1/30
-  of the tiny models' speed, so every gradient method unlearns through the same kind of LoRA adapters (merged into
-  the saved model) for 5 epochs of batch 8 (25 steps on forget01's 40 items; OpenUnlearning's forget01 runs take 20),
-  at the tiny scale's learning rates: both targets were fine-tuned at lr 1e-3, and the tiny ratios of unlearning to
-  fine-tuning step carry over as the starting point. The bench on this scale (README, "The real instrument") is the
-  measurement behind them.
+- `SMOLLM2`: the real instrument, SmolLM2-135M-Instruct (30 layers, hidden 576) fully fine-tuned on the scenario's
+  QA (lr 3e-4, 5 epochs; runs/build.py PRETRAINED_DEFAULTS). Two cores train it at ~1/30 of the tiny models'
+  speed, so every gradient method unlearns through LoRA adapters (r 32 on every linear module, merged into the
+  saved model: a few MB of optimiser state, and an unlearning update of bounded rank) for 5 epochs of batch 8 (25
+  steps on forget01's 40 items; OpenUnlearning's forget01 runs take 20). The learning rates are the tiny scale's,
+  a starting point NOT yet measured on this scale (the bench table in the README, "The real instrument", is where
+  their measurement will go; `obliviate sweep --base smollm2-135m` tunes them).
 
 `obliviate bench` (and `make demo`) apply `preset(method, scenario, base)` and record the resolved config in every
 run's manifest. A base without a scale here (any other hub model) runs the methods' own defaults, the papers'

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -94,10 +94,14 @@ def _without_last(s: TokenStats) -> TokenStats:
     return TokenStats(s.logps[:-1], s.correct[:-1], s.mu[:-1], s.sigma[:-1])
 
 
+GENERATION_FIELDS = frozenset({"rougeL_recall", "refusal"})  # per-item values read from the greedy answers alone
+
+
 def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate: bool, el: bool,
-                mia: bool) -> dict[str, dict[str, Any]]:
+                mia: bool, stats: bool = True) -> dict[str, dict[str, Any]]:
     """Every per-item number of one split, read from the runner's cached passes (the forget set's generations stay
-    in memory unless `cache_forget_generations`).
+    in memory unless `cache_forget_generations`). Without `stats`, only the generation-based values (no
+    teacher-forced pass: what a ROUGE-only evaluation of the split needs).
 
     Under compat=openunlearning: exact memorisation, extraction strength, Min-K% and Min-K%++ read the answer
     tokens without the final one (OpenUnlearning's `tokenwise_logprobs` / `tokenwise_vocab_logprobs`,
@@ -105,7 +109,7 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
     (EM absent, ES and the attacks 0); extraction strength scores no match 1/n; the ZLib attack compresses the
     labelled tokens decoded (`extract_target_texts_from_processed_data`) instead of the answer text; the truth ratio
     and the normalised probability add their 1e-10 to the denominator."""
-    st = runner.split_stats(split)
+    st = runner.split_stats(split) if stats else None
     ou = cfg.openunlearning
     persist = cfg.cache_forget_generations or split.name not in PRIVATE_SPLITS
     gens = runner.generations(split, persist=persist) if generate else None
@@ -114,6 +118,13 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
     texts = runner.label_texts(split) if ou and mia else [r.answer for r in split.records]
     out: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(split.records):
+        if st is None:
+            out[r.id] = {}
+            if gens is not None:
+                out[r.id].update(rougeL_recall=M.rouge_l_recall(gens[i], r.answer), refusal=is_refusal(gens[i]))
+                if cfg.save_generations:
+                    out[r.id]["generation"] = gens[i]
+            continue
         a = st["answer"][i]
         s = _without_last(a) if ou else a  # what EM, ES, Min-K% and Min-K%++ read
         n = len(s.logps)
@@ -161,8 +172,9 @@ def resolve_metrics(cfg: EvalConfig, scen: Scenario) -> list[MetricSpec]:
 
 
 def compute_items(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, needs: set[str],
-                  splits: Sequence[str] | None = None) -> Items:
-    """Per-item values of every split. Under torchrun / accelerate launch the items are sharded across the
+                  splits: Collection[str] | None = None, generation_only: Collection[str] = ()) -> Items:
+    """Per-item values of every split (or of `splits`; those in `generation_only` without a teacher-forced pass).
+    Under torchrun / accelerate launch the items are sharded across the
     processes (item i goes to rank i mod world) and the per-item results gathered: every item is computed
     exactly as in a single process, so the results agree within float tolerance (batch composition differs)."""
     want_gen, want_el, want_mia = "generate" in needs, "el" in needs, "mia" in needs
@@ -174,7 +186,8 @@ def compute_items(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, needs: s
         is_mia = name in ("forget", "holdout")
         shard = split if world == 1 else Split(split.name, split.records[me::world], split.source)
         part = item_values(runner, shard, cfg, generate=want_gen and name != "holdout",
-                           el=want_el and (name == "forget" or "holdout_el" in needs), mia=want_mia and is_mia)
+                           el=want_el and (name == "forget" or "holdout_el" in needs), mia=want_mia and is_mia,
+                           stats=name not in generation_only)
         merged: dict[str, dict[str, Any]] = {}
         for p in dist.all_gather_objects(part):
             merged.update(p)
@@ -238,9 +251,16 @@ def reference_from_runner(runner: ModelRunner, scen: Scenario, cfg: EvalConfig) 
 def evaluate_runner(runner: ModelRunner, scen: Scenario, cfg: EvalConfig, reference: Reference | None = None) -> EvalResult:
     t0 = time.time()
     chosen = resolve_metrics(cfg, scen)
-    needs = set().union(*(s.needs for s in chosen)) | {"mia"}
+    needs = set().union(*(s.needs for s in chosen))
+    splits, gen_only = None, set()
+    if cfg.metrics is None:  # the full evaluation: every split, every per-item value (eval.json is complete)
+        needs |= {"mia"}
+    else:  # the metrics asked for: only the splits they read, and no teacher-forced pass where ROUGE is all
+        splits = {sp for s in chosen for sp in s.splits}
+        gen_only = {sp for sp in splits
+                    if all(set(s.fields) <= GENERATION_FIELDS for s in chosen if sp in s.splits)}
     usable = reference if reference is not None and reference.items is not None else None
-    items = compute_items(runner, scen, cfg, needs)
+    items = compute_items(runner, scen, cfg, needs, splits, gen_only)
     summary = specs.summarize(items, chosen, usable.items if usable else None, usable.summary if usable else {})
     absent = absent_reasons(summary, chosen, items, reference)
     meta = {"format": EVAL_FORMAT, "model": {"name": runner.name, "fingerprint": runner.fingerprint},

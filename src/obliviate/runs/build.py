@@ -90,10 +90,13 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     "tofu-mini": {"model": {"vocab_size": 4096}, "train": {"epochs": 40, "lr": 1e-3}},
     "tofu": {"model": {"vocab_size": 4096}, "train": {"epochs": 20, "lr": 1e-3}},
 }
+# The pretrained recipe, measured on SmolLM2-135M-Instruct / tofu-mini (2 cores, target and retain side by side):
+# LoRA r 32 on every linear module at lr 1e-3 for 5 epochs ended at a training loss of 0.30 and a target forget /
+# retain ROUGE-L of 0.66 / 0.74 (too little memorised) in 2208 s. Full fine-tuning costs the same per step here
+# (LoRA's saving on weight gradients is small beside the 49k-token head and the activations' backward) and
+# memorises faster: on 80 of the QA, epoch-3 losses 0.83 (LoRA 1e-3), 0.67 (full 1e-4), 0.37 (full 3e-4).
 PRETRAINED_DEFAULTS: dict[str, Any] = {
-    "train": {"epochs": 5, "lr": 1e-3, "batch_size": 8, "warmup_steps": 10, "min_lr_ratio": 0.1, "max_length": 384},
-    "lora": {"r": 32, "alpha": 64, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                             "down_proj"]},
+    "train": {"epochs": 5, "lr": 3e-4, "batch_size": 8, "warmup_steps": 10, "min_lr_ratio": 0.1, "max_length": 384},
 }
 
 
