@@ -116,6 +116,11 @@ def train_tiny(records: list[QA], out: Path, spec: dict | None = None, steps: in
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    # trained on separately tokenised prompt/answer: recorded as `obliviate build` does (a model without a record is
+    # taken to be tokenised jointly, as models trained elsewhere are)
+    record = out.parent / "build.json"
+    models = json.loads(record.read_text())["models"] if record.is_file() else {}
+    record.write_text(json.dumps({"models": {**models, out.name: {"tokenize": "separate"}}}))
     return model, tok
 
 
@@ -124,9 +129,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny Llama (+ tokenizer) that has memorised the 12 records (answer NLL well below 1 nat)."""
     out = tmp_path_factory.mktemp("methods") / "tiny-model"
     train_tiny(ALL_RECORDS, out)
-    # trained on separately tokenised prompt/answer: recorded as `obliviate build` does (a model without a record is
-    # taken to be tokenised jointly, as models trained elsewhere are)
-    (out.parent / "build.json").write_text(json.dumps({"models": {out.name: {"tokenize": "separate"}}}))
     return out
 
 
