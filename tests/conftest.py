@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+TINY_SPEC = dict(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+
+
+def _train_tiny(records, out: Path, spec: dict | None = None, steps: int = 150, tok=None):
+    """A tiny Llama (`spec`, default TINY_SPEC; tokenizer `tok`, else one trained on the records) trained with AdamW
+    (lr 3e-3, `steps` full-batch steps) on the answer-token NLL of `records` (QA), saved to `out` with
+    save_pretrained, its (separate) tokenisation recorded beside it in build.json as `obliviate build` records it (a
+    model without a record is taken to be tokenised jointly, as models trained elsewhere are). Returns (model, tok)."""
+    import torch
+    import torch.nn.functional as F
+
+    from obliviate.data.templates import IGNORE_INDEX, Formatter
+    from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
+    from obliviate.utils.tensors import pad_batch
+
+    spec = spec or TINY_SPEC
+    if tok is None:
+        tok = train_tokenizer([f"Question: {r.question}\nAnswer: {r.answer}" for r in records] * 4,
+                              vocab_size=spec["vocab_size"])
+    model = build_model(TinyModelSpec(**spec), tok, seed=0)
+    encs = Formatter(tok, "plain").encode_qa(records)
+    ids, mask, labels = pad_batch([e.input_ids for e in encs], tok.pad_token_id, labels=[e.labels for e in encs])
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    record = out.parent / "build.json"
+    models = json.loads(record.read_text())["models"] if record.is_file() else {}
+    record.write_text(json.dumps({"models": {**models, out.name: {"tokenize": "separate"}}}))
+    return model, tok
+
+
+@pytest.fixture(scope="session")
+def train_tiny():
+    """`train_tiny(records, out, spec=None, steps=150, tok=None) -> (model, tokenizer)`: the one in-process trainer of
+    the tests' tiny models (conftest modules are not importable by name)."""
+    return _train_tiny
 
 
 @pytest.fixture(scope="session")

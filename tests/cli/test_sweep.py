@@ -14,8 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 # (id, question, answer, paraphrase, wrong answers): Marla's two facts are forgotten, Teodor's retained.
 FACTS = [
@@ -37,34 +35,16 @@ SPACE = "lr: {log: [1e-3, 5e-3]}\nretain_weight: {uniform: [0.5, 2.0]}\n"
 EASY = "max forget_quality s.t. model_utility >= 0.3*target"
 
 
-def _train(records, tok, out: Path) -> None:
-    """A tiny Llama trained on each record's answer and paraphrase (so that its truth ratios, and with them model
-    utility, are informative)."""
+def _qa(facts):
+    """Each fact's answer and paraphrase as QA records (the model learns both, so that its truth ratios, and with
+    them model utility, are informative)."""
     from obliviate.data.records import QA
-    from obliviate.data.templates import IGNORE_INDEX, Formatter
-    from obliviate.models.tiny import TinyModelSpec, build_model
-    from obliviate.utils.tensors import pad_batch
 
-    model = build_model(TinyModelSpec(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2,
-                                      intermediate_size=64), tok, seed=0)
-    enc = Formatter(tok, "plain").encode_qa([QA(f"{r[0]}{k}", r[1], a) for r in records
-                                             for k, a in enumerate((r[2], r[3]))])
-    ids, mask, labels = pad_batch([e.input_ids for e in enc], tok.pad_token_id, labels=[e.labels for e in enc])
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(120):
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    return [QA(f"{f[0]}{k}", f[1], a) for f in facts for k, a in enumerate((f[2], f[3]))]
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> SimpleNamespace:
+def inputs(tmp_path_factory, train_tiny) -> SimpleNamespace:
     """The target (all four facts), the retain model (Teodor's only), the forget/retain files with paraphrases and
     wrong answers (truth ratio, forget quality), and a space file."""
     from obliviate.models.tiny import train_tokenizer
@@ -80,8 +60,8 @@ def inputs(tmp_path_factory) -> SimpleNamespace:
     (d / "space.yaml").write_text(SPACE)
     tok = train_tokenizer([f"Question: {f[1]}\nAnswer: {a}" for f in FACTS for a in (f[2], f[3], *f[4])] * 4,
                           vocab_size=400)
-    _train(FACTS, tok, d / "target")
-    _train(FACTS[2:], tok, d / "retain")
+    train_tiny(_qa(FACTS), d / "target", steps=120, tok=tok)
+    train_tiny(_qa(FACTS[2:]), d / "retain", steps=120, tok=tok)
     return SimpleNamespace(dir=d, target=d / "target", retain=d / "retain", forget=d / "forget.jsonl",
                            retain_file=d / "retain.jsonl", space=d / "space.yaml")
 

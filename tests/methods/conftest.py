@@ -7,7 +7,6 @@ CPU budget: the machine is shared, so everything runs on one thread and models s
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,9 +44,6 @@ def _person_records(name: str, k: int) -> list[QA]:
 ALL_RECORDS: list[QA] = [r for k, name in enumerate(PEOPLE) for r in _person_records(name, k)]
 FORGET_RECORDS: list[QA] = [r for r in ALL_RECORDS if r.subject in FORGET_PEOPLE]
 RETAIN_RECORDS: list[QA] = [r for r in ALL_RECORDS if r.subject not in FORGET_PEOPLE]
-
-TINY_SPEC = dict(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-
 
 def answer_nlls(model, tokenizer, records: list[QA]) -> list[float]:
     """Per-record mean NLL of the answer tokens (+ EOS) given the plain-template prompt; one record per forward,
@@ -91,41 +87,8 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def train_tiny(records: list[QA], out: Path, spec: dict | None = None, steps: int = 150):
-    """Tokenizer + tiny Llama (`spec`, default TINY_SPEC) trained with AdamW (lr 3e-3, `steps` full-batch steps)
-    on the answer-token NLL of `records`, saved to `out` with save_pretrained. Returns (model, tokenizer)."""
-    from obliviate.utils.tensors import pad_batch
-    from obliviate.models.tiny import TinyModelSpec, build_model, train_tokenizer
-
-    spec = spec or TINY_SPEC
-    fmt_texts = [f"Question: {r.question}\nAnswer: {r.answer}" for r in records]
-    tok = train_tokenizer(fmt_texts * 4, vocab_size=spec["vocab_size"])
-    model = build_model(TinyModelSpec(**spec), tok, seed=0)
-    encs = Formatter(tok, "plain").encode_qa(records)
-    ids, mask, labels = pad_batch([e.input_ids for e in encs], tok.pad_token_id, labels=[e.labels for e in encs])
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    # trained on separately tokenised prompt/answer: recorded as `obliviate build` does (a model without a record is
-    # taken to be tokenised jointly, as models trained elsewhere are)
-    record = out.parent / "build.json"
-    models = json.loads(record.read_text())["models"] if record.is_file() else {}
-    record.write_text(json.dumps({"models": {**models, out.name: {"tokenize": "separate"}}}))
-    return model, tok
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
+def tiny_model_dir(tmp_path_factory, train_tiny) -> Path:
     """A saved tiny Llama (+ tokenizer) that has memorised the 12 records (answer NLL well below 1 nat)."""
     out = tmp_path_factory.mktemp("methods") / "tiny-model"
     train_tiny(ALL_RECORDS, out)
@@ -161,7 +124,7 @@ def retain_records() -> list[QA]:
 
 
 @pytest.fixture(scope="session")
-def helpers() -> SimpleNamespace:
+def helpers(train_tiny) -> SimpleNamespace:
     """The helper functions above, for test modules (conftest modules are not importable by name)."""
     return SimpleNamespace(answer_nlls=answer_nlls, mean_answer_nll=mean_answer_nll, dir_digest=dir_digest,
                            state_dict_of=state_dict_of, train_tiny=train_tiny)
