@@ -15,7 +15,7 @@ import torch
 import obliviate
 from obliviate.errors import ConfigError, DataError, ObliviateError, OutputExistsError, RegistryError
 from obliviate.methods import METHODS
-from obliviate.methods.data import epoch_plan
+from obliviate.methods.data import epoch_plan, rank_share
 
 CFG = {"epochs": 3, "batch_size": 4, "lr": 3e-3, "warmup_epochs": 0}
 
@@ -357,3 +357,19 @@ def test_epoch_plan_pairs_a_retain_batch_of_the_same_size(n_retain):
 def test_epoch_plan_without_retain_view_has_no_retain_batch():
     """A forget-only method gets forget indices only."""
     assert all(set(step) == {"forget"} for step in epoch_plan(6, 0, 4, 0, 0, ("forget",)))
+
+
+@pytest.mark.parametrize("n,world", [(5, 2), (4, 2), (1, 2), (7, 3)])
+def test_rank_shares_make_up_the_batch(n, world):
+    """Under `world` processes each rank takes a contiguous share of every view with the same cut: the shares in
+    rank order are the batch exactly (nothing dropped or repeated), differ in size by at most one, and a rank left
+    without items (n < world) gets an empty share; the retain samples of different ranks differ."""
+    step = {"forget": list(range(n)), "retain": list(range(100, 100 + n))}
+    shares = [rank_share(step, r, world) for r in range(world)]
+    for v in step:
+        assert [i for sh in shares for i in sh[v]] == step[v]
+    sizes = [len(sh["forget"]) for sh in shares]
+    assert max(sizes) - min(sizes) <= 1 and all(len(sh["retain"]) == len(sh["forget"]) for sh in shares)
+    assert (0 in sizes) == (n < world)
+    filled = [sh["retain"] for sh in shares if sh["retain"]]
+    assert all(set(a).isdisjoint(b) for a, b in zip(filled, filled[1:]))

@@ -45,8 +45,9 @@ class LoraSpec(Config):
 
 class TrainConfig(Config):
     """Optimisation settings shared by every gradient method (OpenUnlearning's TOFU defaults: lr 1e-5, 10 epochs,
-    1 warm-up epoch, weight decay 0.01, effective batch 32). `batch_size` is per optimiser step; with
-    `grad_accum` > 1 each step accumulates that many micro-batches of batch_size / grad_accum."""
+    1 warm-up epoch, weight decay 0.01, effective batch 32). `batch_size` is per optimiser step, the global
+    effective batch (split across processes under several); with `grad_accum` > 1 each step accumulates that many
+    micro-batches of batch_size / grad_accum."""
 
     lr: float = Field(1e-5, gt=0, description="peak learning rate (AdamW)")
     epochs: int = Field(10, ge=1)
@@ -266,11 +267,19 @@ class GradientMethod(Method):
 
     - `reference`: what of θ₀ the loss needs: "none", "logps" (sequence log-probs of `ref_views`, computed once
       before training) or "model" (a frozen copy for on-the-fly passes).
-    - `ref_views`: views whose reference log-probs are precomputed."""
+    - `ref_views`: views whose reference log-probs are precomputed.
+    - `constant_terms`: logged terms that are not sums over the batch's items (a multiplier, a coefficient): under
+      several processes every other term is a share of the step's (summed across ranks), these are the same on
+      every rank (averaged).
+
+    Under several processes each rank runs its share of every (micro-)batch, with the denominators (`tok_denom`,
+    `seq_denom`) of the whole step: a loss written as a sum over the batch divided by them is a share whose sum
+    over the ranks is the single-process loss."""
 
     Config: ClassVar[type[Config]] = TrainConfig
     reference: Literal["none", "logps", "model"] = "none"
     ref_views: tuple[str, ...] = ()
+    constant_terms: ClassVar[tuple[str, ...]] = ()
     search_space: ClassVar[dict[str, Space]] = TRAIN_SPACE
 
     def __init__(self, cfg: Config) -> None:

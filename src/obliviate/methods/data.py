@@ -89,6 +89,14 @@ def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: 
     return plan
 
 
+def rank_share(batch: dict[str, list[int]], rank: int, world: int) -> dict[str, list[int]]:
+    """This rank's contiguous share of a (micro-)batch under `world` processes (the same cut for every view); empty
+    where the batch has fewer items than processes. The shares of all ranks make up the batch exactly."""
+    n = len(next(iter(batch.values())))
+    lo, hi = round(rank * n / world), round((rank + 1) * n / world)
+    return {v: idx[lo:hi] for v, idx in batch.items()}
+
+
 def split_step(step: dict[str, list[int]], k: int) -> list[dict[str, list[int]]]:
     """Cut one optimiser step's batch into k micro-batches of near-equal size (the same cut for every view)."""
     n = len(next(iter(step.values())))

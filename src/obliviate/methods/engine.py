@@ -1,6 +1,13 @@
 """The one training loop of every gradient method, built on accelerate so `accelerate launch` / `torchrun` run
 it in several processes unchanged: seeded, AdamW, linear warm-up then linear decay, gradient accumulation, a
-progress callback with each loss term, a checkpoint per epoch and resume after interruption."""
+progress callback with each loss term, a checkpoint per epoch and resume after interruption.
+
+Under several processes (DDP through accelerate) a run is the single-process run, split: `batch_size` is the global
+effective batch and every optimiser step of the single-process plan runs once, each rank taking its contiguous share
+of every micro-batch (so retain samples differ across ranks) with the denominators of the whole step (the global
+token and sequence counts); the loss is scaled by the world size against DDP's gradient average, so the summed
+gradient, and with it the final weights, equal one process's up to float rounding. The logged terms are summed over
+the ranks (`GradientMethod.constant_terms` averaged); each rank draws its own torch random stream (`rank_seed`)."""
 
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from obliviate.data.records import QA
 from obliviate.data.templates import Formatter, resolve_tokenize
 from obliviate.errors import ConfigError, DivergedError, ResourceError
 from obliviate.methods.base import Batch, GradientMethod, Progress, ProgressEvent, TrainConfig, TrainContext
-from obliviate.methods.data import Views, epoch_plan, split_step
+from obliviate.methods.data import Views, epoch_plan, rank_share, split_step
 from obliviate.methods.losses import sequence_logps
 
 log = logging.getLogger(__name__)
@@ -147,12 +154,14 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.adam_betas)
     n_forget = len(views.encoded[method.views[0]])
     world, rank = acc.num_processes, acc.process_index
-    steps_per_epoch = math.ceil(math.ceil(n_forget / cfg.batch_size) / world)
+    steps_per_epoch = math.ceil(n_forget / cfg.batch_size)  # global steps: every rank runs its share of each
     total = steps_per_epoch * cfg.epochs
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, cfg.schedule, cfg.min_lr_ratio))
     model, opt = acc.prepare(model, opt)
     acc.register_for_checkpointing(sched)
+    if world > 1:  # each rank its own random stream (dropout); the data plan is drawn from cfg.seed on every rank
+        torch.manual_seed(rank_seed(cfg.seed, rank))
 
     state = TrainState()
     ckpt = work_dir / "checkpoint"
@@ -171,18 +180,22 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         if active is not None and not active:
             break
         plan = epoch_plan(n_forget, n_retain, cfg.batch_size, cfg.seed, epoch, method.views, active, lengths)
-        n_my = math.ceil(len(plan) / world)
-        mine = [plan[(rank + world * i) % len(plan)] for i in range(n_my)]  # equal counts on every rank
         sums: dict[str, float] = {}
-        for step_idx in mine:
+        for step_idx in plan:
             group = split_step(step_idx, cfg.grad_accum)
             k = len(group)
-            # the step's denominators, so k averaged micro-batch losses equal the full-batch loss exactly
+            # the step's denominators, so k averaged micro-batch losses equal the full-batch loss exactly (and, under
+            # several processes, the ranks' shares of each micro-batch sum to it)
             denoms = {v: (views.n_answer_tokens(v, idx) / k, len(idx) / k) for v, idx in step_idx.items()}
             terms_acc: dict[str, float] = {}
             for j, micro_idx in enumerate(group):
+                share, weight = micro_idx, 1.0
+                if world > 1:  # this rank's share; DDP averages the ranks' gradients, so each share counts W times
+                    share, weight = rank_share(micro_idx, rank, world), float(world)
+                    if not next(iter(share.values())):  # fewer items than ranks: a stand-in item that weighs 0
+                        share, weight = {v: idx[:1] for v, idx in micro_idx.items()}, 0.0
                 batch: Batch = {}
-                for v, idx in micro_idx.items():
+                for v, idx in share.items():
                     b = {key: t.to(device) for key, t in views.collate(v, idx).items()}
                     b["tok_denom"] = torch.tensor(denoms[v][0], device=device)
                     b["seq_denom"] = torch.tensor(denoms[v][1], device=device)
@@ -191,9 +204,12 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                     out = _guard_oom(lambda: method.loss(batch, model, ref), cfg)
                     if not torch.isfinite(out.loss):
                         raise _diverged("loss", epoch + 1, state, cfg, work_dir)
-                    acc.backward(out.loss / k)
+                    acc.backward(out.loss * weight / k)
                 for key, v in {"loss": float(out.loss.detach()), **out.terms}.items():
-                    terms_acc[key] = terms_acc.get(key, 0.0) + v / k
+                    part = 1.0 if key in method.constant_terms else weight / world  # a share (0 for a stand-in)
+                    terms_acc[key] = terms_acc.get(key, 0.0) + part * v / k
+            if world > 1:
+                terms_acc = _reduce_terms(terms_acc, method.constant_terms)
             if cfg.grad_clip:
                 acc.clip_grad_norm_(params, cfg.grad_clip)
             try:
@@ -214,7 +230,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
             if progress:
                 progress(ProgressEvent("step", step=state.step, total=total, epoch=epoch + 1, epochs=cfg.epochs,
                                        lr=sched.get_last_lr()[0], terms=terms_acc))
-        n_steps = max(1, len(mine))
+        n_steps = max(1, len(plan))
         record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
         record.update(track_nll(acc.unwrap_model(model), views, micro))
         stop = method.after_epoch(acc.unwrap_model(model), epoch + 1, record)
@@ -229,6 +245,19 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         if stop:
             break
     return acc.unwrap_model(model), state
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of `rank` under several processes (recorded in the manifest)."""
+    return seed + rank
+
+
+def _reduce_terms(terms: dict[str, float], constant: Sequence[str]) -> dict[str, float]:
+    """The step's logged terms over every rank: the shares summed, the `constant` terms averaged."""
+    from obliviate.utils import dist
+
+    every = dist.all_gather_objects(terms)
+    return {key: (sum(t[key] for t in every) / (len(every) if key in constant else 1)) for key in terms}
 
 
 def _diverged(what: str, epoch: int, state: TrainState, cfg: TrainConfig, work_dir: Path) -> DivergedError:

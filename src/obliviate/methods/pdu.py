@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from obliviate.errors import ConfigError
 from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import logits_of, num, tok_denom
 from obliviate.methods.losses import IGNORE_INDEX, dual_ascent, logit_margin_loss, nll_loss
@@ -51,12 +52,21 @@ class PDU(GradientMethod):
     search_space = {**TRAIN_SPACE, "eps": Space.log(0.03, 3.0),  # the retain-loss bound and the dual step
                     "dual_step": Space.log(0.5, 50.0)}
     views = ("forget", "retain")
+    constant_terms = ("dual_lambda",)
 
     def __init__(self, cfg: PDUConfig) -> None:
         super().__init__(cfg)
         self.lam = float(cfg.dual_init)
         self.epochs_done = 0
         self.trace: list[float] = []  # λ at the end of each epoch
+
+    def setup(self, model, ref, views) -> None:
+        from obliviate.utils import dist
+
+        if self.cfg.dual_update == "step" and dist.world_size() > 1:  # type: ignore[attr-defined]
+            raise ConfigError("pdu dual_update=step updates λ from each micro-batch's own retain loss, which differs "
+                              "between processes; under several processes use dual_update=epoch (λ from the "
+                              "epoch's retain NLL, the same on every rank)")
 
     def _dual_active(self) -> bool:
         return self.epochs_done >= self.cfg.dual_warmup_epochs  # type: ignore[attr-defined]

@@ -46,6 +46,7 @@ def default_layer(n_layers: int) -> int:
 @register_method("rmu", doc="Steer forget activations at one layer to a random direction; keep retain activations.")
 class RMU(GradientMethod):
     Config = RMUConfig
+    constant_terms = ("c",)
     search_space = {**TRAIN_SPACE, "alpha": Space.log(0.1, 10.0, relative=True)}  # the retain term's weight
     views = ("forget", "retain")
     reference = "model"

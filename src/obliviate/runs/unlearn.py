@@ -24,7 +24,7 @@ from obliviate.errors import ConfigError, DataError, NothingToForget, ObliviateE
 from obliviate.eval.suite import EvalConfig
 from obliviate.methods.base import (METHODS, ApplyContext, GradientMethod, MethodInfo, ProceduralMethod, Progress,
                                     ProgressEvent, TrainConfig)
-from obliviate.methods.engine import train
+from obliviate.methods.engine import rank_seed, train
 from obliviate.models.loading import fingerprint
 from obliviate.runs import ledger
 from obliviate.runs.common import git_revision, load_model, save_model, versions
@@ -249,6 +249,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
         "wall_time_s": round(wall, 2), "resumed_after_epoch": resumed[0] if resumed else None,
         "peak_memory_bytes": peak_bytes(), "device": str(next(new_model.parameters()).device),
         "host": platform.node(), "processes": dist.world_size(), "threads": torch.get_num_threads(),
+        "rank_seeds": _rank_seeds(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_info": run_info,
     }
     if dist.is_main():
@@ -302,6 +303,14 @@ def _nothing_changed(model, out_p: Path, work: Path, info: MethodInfo, record: d
         raise NothingToForget(f"nothing revealed: the model revealed nothing about the {len(targets)} target(s), so "
                               f"{where}")
     raise NothingToForget(f"nothing changed: {info.name} left every weight as it was, so {where}")
+
+
+def _rank_seeds(cfg: Config) -> list[int] | None:
+    """The torch seed of each process: the config's seed in one process, `rank_seed` under several (None for a
+    method without a seed)."""
+    seed = getattr(cfg, "seed", None)
+    world = dist.world_size()
+    return None if seed is None else [seed] if world == 1 else [rank_seed(seed, r) for r in range(world)]
 
 
 def _resume_point(work: Path, cfg: Config) -> tuple[int, int] | None:
