@@ -15,6 +15,7 @@ on two cores measured 3-7x slower).
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from obliviate.config import Config, build_config, deep_merge
 from obliviate.data.records import Split
@@ -37,6 +38,7 @@ from obliviate.methods.engine import train
 from obliviate.models.bases import resolve_base
 from obliviate.models.loading import load_model_and_tokenizer, quiet_transformers
 from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_tokenizer
+from obliviate.runs.rehearsal import RehearsalSpec, synthesize
 from obliviate.utils.cache import Cache
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
@@ -81,6 +83,15 @@ class BuildConfig(Config):
     train: TrainSpec = TrainSpec()
     lora: LoraSpec | None = Field(None, description="fine-tune a pretrained base through LoRA adapters (merged)")
     parallel: bool = Field(True, description="train target and retain side by side, one thread each")
+    rehearsal: RehearsalSpec | None = Field(None, description="self-synthesised rehearsal (pretrained bases): pairs "
+                                                              "the base writes itself, trained beside the scenario's")
+
+    @model_validator(mode="after")
+    def _rehearsal_needs_a_pretrained_base(self) -> "BuildConfig":
+        if self.rehearsal is not None and self.base == "tiny":
+            raise ValueError("rehearsal keeps a pretrained base's own answers; base=tiny starts from nothing (drop "
+                             "rehearsal, or give --base)")
+        return self
 
 
 # Per-scenario recipes for the tiny models, tuned so the target memorises (ROUGE-L recall >= 0.9) within the time
@@ -146,8 +157,9 @@ def build_key(cfg: BuildConfig, scen: Scenario) -> str:
     def pairs(split: Split) -> list[tuple[str, str]]:
         return [(r.question, r.answer) for r in split.records]
 
-    return stable_hash([BUILD_FORMAT, base_identity(cfg), cfg.model_dump(exclude={"parallel", "scenario_options", "model"}),
-                        pairs(sets["target"]), pairs(sets["retain"])])
+    unkeyed = {"parallel", "scenario_options", "model"} | ({"rehearsal"} if cfg.rehearsal is None else set())
+    return stable_hash([BUILD_FORMAT, base_identity(cfg), cfg.model_dump(exclude=unkeyed),  # (builds without
+                        pairs(sets["target"]), pairs(sets["retain"])])  # rehearsal keep the keys they had before it)
 
 
 BuildProgress = Callable[[str, int, int, float], None]  # (model name, step, total steps, loss)
@@ -197,6 +209,13 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress:
         tok_dir = out / "tokenizer"
         tok.save_pretrained(tok_dir)
     jobs = training_sets(cfg, scen)
+    n_rehearsal = 0
+    if cfg.rehearsal is not None:  # the base's own pairs, the same for both models, kept with the build
+        rehearsal = rehearsal_set(cfg, scen)
+        n_rehearsal = len(rehearsal)
+        (out / "rehearsal.jsonl").write_text("".join(json.dumps({"id": r.id, "question": r.question,
+                                                                 "answer": r.answer}) + "\n" for r in rehearsal))
+        jobs = {name: Split(split.name, split.records + tuple(rehearsal), split.source) for name, split in jobs.items()}
     parallel = cfg.parallel and (os.cpu_count() or 1) >= 2
     info: dict[str, Any] = {}
     if parallel:
@@ -227,7 +246,18 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress:
         shutil.rmtree(tok_dir)
     atomic_write_json(out / "build.json", {"key": key, "scenario": scen.name, "base": cfg.base,
                                            "config": cfg.model_dump(), "scenario_fingerprint": scen.fingerprint(),
-                                           "models": info, "wall_time_s": round(time.time() - t0, 1)})
+                                           "models": info, "rehearsal_pairs": n_rehearsal,
+                                           "wall_time_s": round(time.time() - t0, 1)})
+
+
+def rehearsal_set(cfg: BuildConfig, scen: Scenario) -> list:
+    """The rehearsal pairs the base writes (runs/rehearsal.py), kept away from every question of the scenario."""
+    assert cfg.rehearsal is not None
+    model, tok = initial_model(cfg, None)
+    avoid = [r.question for split in (scen.target_train, *scen.eval_splits.values()) for r in split.records]
+    pairs = synthesize(model, tok, cfg.rehearsal, avoid)
+    log.info("rehearsal: %d pairs written by the base", len(pairs))
+    return pairs
 
 
 def _worker(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path, queue, threads: int) -> None:
