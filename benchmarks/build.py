@@ -10,6 +10,7 @@ survives the fine-tuning).
 
     python benchmarks/build.py [--scenarios synthetic,tofu-mini] [--fresh]
     python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m
+    python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m rehearsal.n=60   # KEY=VALUE: the recipe
 """
 
 from __future__ import annotations
@@ -49,13 +50,17 @@ def main() -> int:
     ap.add_argument("--base", default="tiny", help="tiny, or a pretrained base (obliviate ls bases)")
     ap.add_argument("--utility", action="store_true", help="also the two models' model utility (on the real "
                     "instrument a teacher-forced pass over 2,800 retain sequences per model: minutes)")
+    ap.add_argument("overrides", nargs="*", help="KEY=VALUE build settings (train.lr=1e-4, rehearsal.n=60, ...)")
     args = ap.parse_args()
+    from obliviate.config import parse_overrides
+
+    overrides = parse_overrides(args.overrides)
     if args.fresh:
         os.environ["OBLIVIATE_CACHE"] = tempfile.mkdtemp(prefix="obliviate-bench-")
     ok = True
     for scen in args.scenarios.split(","):
         t0 = time.time()
-        res = api.build(scen, base=args.base)
+        res = api.build(scen, base=args.base, overrides=overrides)
         wall = res.info.get("wall_time_s", time.time() - t0)
         limit = LIMITS.get(scen, float("inf")) if args.base == "tiny" else PRETRAINED_LIMIT
         # only what the checks read: an evaluation restricted to metrics runs only the passes they need
