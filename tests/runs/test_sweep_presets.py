@@ -42,3 +42,16 @@ def test_a_preset_file_names_methods_and_valid_values(tmp_path):
     f.write_text("npo: 3\n")
     with pytest.raises(ConfigError, match="not a preset file"):
         read_presets(f)
+
+
+def test_the_shipped_preset_files_are_valid():
+    """The preset files in presets/ (found by benchmarks/sweep.py) name registered methods and valid keys, and each
+    records where it came from."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[2] / "presets").glob("*.yaml"))
+    assert files
+    for f in files:
+        methods = read_presets(f)
+        assert methods and all(f"# {m}: study " in f.read_text() for m in methods)
+        read_presets(f, list(methods))
