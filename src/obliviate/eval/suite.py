@@ -118,24 +118,19 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
     texts = runner.label_texts(split) if ou and mia else [r.answer for r in split.records]
     out: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(split.records):
-        if st is None:
-            out[r.id] = {}
-            if gens is not None:
-                out[r.id].update(rougeL_recall=M.rouge_l_recall(gens[i], r.answer), refusal=is_refusal(gens[i]))
-                if cfg.save_generations:
-                    out[r.id]["generation"] = gens[i]
-            continue
-        a = st["answer"][i]
-        s = _without_last(a) if ou else a  # what EM, ES, Min-K% and Min-K%++ read
-        n = len(s.logps)
-        v: dict[str, Any] = {"mean_nll": M.mean_nll(a.logps), "prob": M.probability(a.logps),
-                             "exact_memorization": M.exact_memorization(s.correct) if n else float("nan"),
-                             "extraction_strength": M.extraction_strength(s.correct, no_match="1/n" if ou else "0"),
-                             "n_tokens": len(a.logps)}
-        if "pert" in st:
-            eps = M.OPENUNLEARNING_EPS if ou else 0.0
-            v["truth_ratio"] = M.truth_ratio(st["para"][i].logps, [p.logps for p in st["pert"][i]], eps)
-            v["norm_prob"] = M.normalized_probability(a.logps, [p.logps for p in st["pert"][i]], eps)
+        v: dict[str, Any] = {}
+        if st is not None:
+            a = st["answer"][i]
+            s = _without_last(a) if ou else a  # what EM, ES, Min-K% and Min-K%++ read
+            n = len(s.logps)
+            v.update(mean_nll=M.mean_nll(a.logps), prob=M.probability(a.logps),
+                     exact_memorization=M.exact_memorization(s.correct) if n else float("nan"),
+                     extraction_strength=M.extraction_strength(s.correct, no_match="1/n" if ou else "0"),
+                     n_tokens=len(a.logps))
+            if "pert" in st:
+                eps = M.OPENUNLEARNING_EPS if ou else 0.0
+                v["truth_ratio"] = M.truth_ratio(st["para"][i].logps, [p.logps for p in st["pert"][i]], eps)
+                v["norm_prob"] = M.normalized_probability(a.logps, [p.logps for p in st["pert"][i]], eps)
         if gens is not None:
             v["rougeL_recall"] = M.rouge_l_recall(gens[i], r.answer)
             v["refusal"] = is_refusal(gens[i])
@@ -143,7 +138,7 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
                 v["generation"] = gens[i]
         if conts is not None and answers is not None:
             v["el"] = M.extraction_likelihood(conts[i], answers[i], cfg.el_n)
-        if mia:
+        if mia:  # (a split the attacks read always has its teacher-forced pass: never generation-only)
             v["mia_loss"] = M.mia_loss(a.logps)
             v["mia_zlib"] = M.mia_zlib(a.logps, texts[i])
             v["mia_mink"] = M.mia_min_k(s.logps, cfg.mink_k) if n or not ou else 0.0

@@ -98,7 +98,7 @@ def rank_share(batch: dict[str, list[int]], rank: int, world: int) -> dict[str, 
 
 
 def split_step(step: dict[str, list[int]], k: int) -> list[dict[str, list[int]]]:
-    """Cut one optimiser step's batch into k micro-batches of near-equal size (the same cut for every view)."""
-    n = len(next(iter(step.values())))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [{v: idx[bounds[i]:bounds[i + 1]] for v, idx in step.items()} for i in range(k) if bounds[i + 1] > bounds[i]]
+    """Cut one optimiser step's batch into k micro-batches of near-equal size (the same cut for every view; the
+    cut `rank_share` makes, the empty parts of a batch smaller than k left out)."""
+    parts = (rank_share(step, i, k) for i in range(k))
+    return [part for part in parts if next(iter(part.values()))]

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field, model_validator
 
 from obliviate.config import Config, build_config, deep_merge
-from obliviate.data.records import Split
+from obliviate.data.records import QA, Split
 from obliviate.data.scenarios import Scenario, get_scenario
 from obliviate.methods.base import LoraSpec, ProgressEvent, TrainConfig
 from obliviate.methods.common import FinetuneNLL
@@ -250,7 +250,7 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress:
                                            "wall_time_s": round(time.time() - t0, 1)})
 
 
-def rehearsal_set(cfg: BuildConfig, scen: Scenario) -> list:
+def rehearsal_set(cfg: BuildConfig, scen: Scenario) -> list[QA]:
     """The rehearsal pairs the base writes (runs/rehearsal.py), kept away from every question of the scenario."""
     assert cfg.rehearsal is not None
     model, tok = initial_model(cfg, None)

@@ -306,11 +306,10 @@ def _nothing_changed(model, out_p: Path, work: Path, info: MethodInfo, record: d
 
 
 def _rank_seeds(cfg: Config) -> list[int] | None:
-    """The torch seed of each process: the config's seed in one process, `rank_seed` under several (None for a
-    method without a seed)."""
+    """The torch seed of each process (`rank_seed`; the config's seed in one process), None for a method without a
+    seed."""
     seed = getattr(cfg, "seed", None)
-    world = dist.world_size()
-    return None if seed is None else [seed] if world == 1 else [rank_seed(seed, r) for r in range(world)]
+    return None if seed is None else [rank_seed(seed, r) for r in range(dist.world_size())]
 
 
 def _resume_point(work: Path, cfg: Config) -> tuple[int, int] | None:
