@@ -1,5 +1,5 @@
-"""Self-synthesised rehearsal (runs/rehearsal.py): which generated questions are kept (one question, distinct, not
-close to any of the scenario's), answers cut to whole sentences, and the build config's guard."""
+"""Rehearsal (runs/rehearsal.py): which generated or given questions are kept (one question, distinct, not close to
+any of the scenario's), answers cut to whole sentences, the sources, and the build config's guard and key."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def test_clean_question(text, kept):
 ])
 def test_whole_sentences(text, cut):
     assert R.whole_sentences(text) == cut
+
+
+@pytest.mark.parametrize("keep,cut", [(1, "Lima is the capital."), (2, "Lima is the capital. It is old."),
+                                      (5, "Lima is the capital. It is old.")])
+def test_whole_sentences_keeps_the_first(keep, cut):
+    assert R.whole_sentences("Lima is the capital. It is old. It lies", keep) == cut
 
 
 class _Tok:
@@ -59,6 +65,35 @@ def test_synthesize_keeps_distinct_questions_away_from_the_scenario(monkeypatch)
         ("rehearsal-1", "What is the capital of Peru?", "Lima is the capital.")]
 
 
+def test_given_questions_are_answered_not_sampled(monkeypatch, tmp_path):
+    """A file source: its questions (blank lines and repeats dropped, the guard applied, at most `n`) are answered
+    greedily, each answer cut to its first sentence; nothing is sampled."""
+    qfile = tmp_path / "questions.txt"
+    qfile.write_text("Who painted the Mona Lisa?\n\nWho wrote the novel Hamlet?\nWho painted the Mona Lisa?\n"
+                     "What is the capital of Peru?\nWhat is the capital of Chile?\n")
+    answers = ["Leonardo da Vinci painted it. He was Italian.", "Lima. It lies on the coast."]
+    tok = _Tok(answers)
+    monkeypatch.setattr(R, "Formatter", lambda tok, kind: type("F", (), {"eos_id": 1, "prompt_ids": lambda s, q: [0]})())
+    monkeypatch.setattr(R, "sample_pass", lambda *a, **k: pytest.fail("a given source samples nothing"))
+    seen = []
+    monkeypatch.setattr(R, "generate_pass", lambda model, prompts, *a, **k: seen.append(len(prompts)) or
+                        [[i] for i in range(len(prompts))])
+    spec = R.RehearsalSpec(source=str(qfile), n=2, answer_sentences=1)
+    pairs = R.synthesize(None, tok, spec, avoid=["Who wrote the play Hamlet?"])
+    assert seen == [2]
+    assert [(p.question, p.answer) for p in pairs] == [("Who painted the Mona Lisa?", "Leonardo da Vinci painted it."),
+                                                       ("What is the capital of Peru?", "Lima.")]
+
+
+def test_general_source_and_a_missing_file():
+    from obliviate.data.general import GENERAL_QUESTIONS
+
+    assert R.RehearsalSpec(source="general").given_questions() == list(GENERAL_QUESTIONS)
+    assert R.RehearsalSpec().given_questions() is None
+    with pytest.raises(ValueError, match="neither 'self', 'general' nor an existing file"):
+        R.RehearsalSpec(source="no/such/questions.txt")
+
+
 def test_rehearsal_needs_a_pretrained_base():
     from obliviate.errors import ConfigError
     from obliviate.runs.build import build_config_for
@@ -86,3 +121,18 @@ def test_rehearsal_enters_the_build_key_only_when_set(tmp_path):
                           *([(r.question, r.answer) for r in sets[m].records] for m in ("target", "retain"))])
     assert key == before
     assert B.build_key(rehearsed, scen) != key
+
+
+def test_a_question_file_enters_the_build_key_by_its_content(tmp_path):
+    from obliviate.data.scenarios import get_scenario
+    from obliviate.runs import build as B
+
+    (tmp_path / "config.json").write_text("{}")
+    qfile = tmp_path / "q.txt"
+    scen = get_scenario("synthetic")
+    keys = []
+    for text in ("Who painted the Mona Lisa?\n", "Who painted the Mona Lisa?\n", "What is the capital of Peru?\n"):
+        qfile.write_text(text)
+        keys.append(B.build_key(B.build_config_for("synthetic", {"base": str(tmp_path),
+                                                                 "rehearsal": {"source": str(qfile)}}), scen))
+    assert keys[0] == keys[1] != keys[2]

@@ -158,8 +158,9 @@ def build_key(cfg: BuildConfig, scen: Scenario) -> str:
         return [(r.question, r.answer) for r in split.records]
 
     unkeyed = {"parallel", "scenario_options", "model"} | ({"rehearsal"} if cfg.rehearsal is None else set())
+    rehearsal = [] if cfg.rehearsal is None else [cfg.rehearsal.given_questions()]  # a file's questions, not its path
     return stable_hash([BUILD_FORMAT, base_identity(cfg), cfg.model_dump(exclude=unkeyed),  # (builds without
-                        pairs(sets["target"]), pairs(sets["retain"])])  # rehearsal keep the keys they had before it)
+                        pairs(sets["target"]), pairs(sets["retain"]), *rehearsal])  # rehearsal keep their keys)
 
 
 BuildProgress = Callable[[str, int, int, float], None]  # (model name, step, total steps, loss)

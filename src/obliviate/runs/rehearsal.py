@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from obliviate.config import Config
+from obliviate.data.general import GENERAL_QUESTIONS
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter
 from obliviate.eval.metrics import rouge_l_f1
@@ -30,9 +32,14 @@ from obliviate.eval.passes import generate_pass, sample_pass
 
 
 class RehearsalSpec(Config):
-    """Self-synthesised rehearsal (pretrained bases only): `n` question/answer pairs the base writes itself."""
+    """Rehearsal (pretrained bases only): up to `n` questions, from the base's own sampling (`source=self`), the
+    built-in general-knowledge list (`general`, data/general.py) or a text file (one question per line), answered
+    greedily by the base and trained beside the scenario's question/answer data."""
 
-    n: int = Field(100, ge=1, description="rehearsal pairs trained beside the scenario's question/answer data")
+    source: str = Field("self", description="self (the base writes the questions from `instruction`) | general "
+                                            "(obliviate's list, disjoint from TOFU's general sets) | a .txt file "
+                                            "with one question per line")
+    n: int = Field(100, ge=1, description="most rehearsal pairs trained beside the scenario's question/answer data")
     instruction: str = Field("Ask me one short general-knowledge question. Write only the question.",
                              description="what the base is asked, to write each question")
     temperature: float = Field(0.7, gt=0, description="sampling temperature of the questions (at 1.0 SmolLM2-135M "
@@ -40,9 +47,28 @@ class RehearsalSpec(Config):
     top_p: float = Field(0.95, gt=0, le=1)
     question_tokens: int = Field(40, ge=4, description="longest generated question, in tokens")
     answer_tokens: int = Field(64, ge=4, description="longest greedy answer, in tokens (cut to whole sentences)")
+    answer_sentences: int = Field(0, ge=0, description="keep only the answer's first sentences (0: all of them); "
+                                                       "the fact a short question asks for is in the first, and "
+                                                       "each rehearsal token costs build time")
     guard: float = Field(0.7, gt=0, le=1, description="drop a question whose ROUGE-L F1 with any of the scenario's "
                                                       "questions reaches this")
     seed: int = 0
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in ("self", "general") and not Path(v).is_file():
+            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general' nor an existing file of questions "
+                             "(one per line)")
+        return v
+
+    def given_questions(self) -> list[str] | None:
+        """The questions of a `general` or file source (None when the base writes its own)."""
+        if self.source == "self":
+            return None
+        if self.source == "general":
+            return list(GENERAL_QUESTIONS)
+        return [line.strip() for line in Path(self.source).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def clean_question(text: str) -> str | None:
@@ -51,21 +77,34 @@ def clean_question(text: str) -> str | None:
     return line if line.endswith("?") and 3 <= len(line.split()) <= 30 and line.count("?") == 1 else None
 
 
-def whole_sentences(text: str) -> str:
-    """`text` cut after its last complete sentence (all of it when none ends)."""
+def whole_sentences(text: str, keep: int = 0) -> str:
+    """`text` cut after its last complete sentence, or after its first `keep` ones (all of it when none ends)."""
     text = text.strip()
     ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[:ends[-1]] if ends else text
+    return text[:ends[min(keep, len(ends)) - 1 if keep else -1]] if ends else text
 
 
 def synthesize(model, tokenizer, spec: RehearsalSpec, avoid: Sequence[str], *, rounds: int = 4) -> list[QA]:
-    """Up to `spec.n` (question, answer) pairs written by `model` itself (see the module docstring): questions
-    sampled from `spec.instruction` (distinct, none close to a question in `avoid`), answers greedy."""
+    """Up to `spec.n` (question, answer) pairs answered by `model` itself (see the module docstring): the questions
+    given (`spec.source`) or sampled from `spec.instruction`, distinct and none close to a question in `avoid`;
+    the answers greedy."""
     fmt = Formatter(tokenizer, "auto")
-    prompt = fmt.prompt_ids(spec.instruction)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fmt.eos_id
-    torch.manual_seed(spec.seed)
     avoid_l = list(dict.fromkeys(avoid))
+    given = spec.given_questions()
+    questions = (_sampled_questions(model, tokenizer, fmt, pad, spec, avoid_l, rounds) if given is None else
+                 [q for q in dict.fromkeys(given) if all(rouge_l_f1(q, a) < spec.guard for a in avoid_l)][:spec.n])
+    answers = generate_pass(model, [fmt.prompt_ids(q) for q in questions], pad, fmt.eos_id, spec.answer_tokens)
+    pairs = [(q, whole_sentences(tokenizer.decode(a, skip_special_tokens=True), spec.answer_sentences))
+             for q, a in zip(questions, answers, strict=True)]
+    return [QA(f"rehearsal-{i}", q, a) for i, (q, a) in enumerate(p for p in pairs if p[1])]
+
+
+def _sampled_questions(model, tokenizer, fmt: Formatter, pad: int, spec: RehearsalSpec, avoid: list[str],
+                       rounds: int) -> list[str]:
+    """Up to `spec.n` distinct questions the base writes from `spec.instruction`, none close to one in `avoid`."""
+    prompt = fmt.prompt_ids(spec.instruction)
+    torch.manual_seed(spec.seed)
     questions: list[str] = []
     seen: set[str] = set()
     for _ in range(rounds):
@@ -76,13 +115,10 @@ def synthesize(model, tokenizer, spec: RehearsalSpec, avoid: Sequence[str], *, r
             if q is None or q.lower() in seen:
                 continue
             seen.add(q.lower())
-            if all(rouge_l_f1(q, a) < spec.guard for a in avoid_l):
+            if all(rouge_l_f1(q, a) < spec.guard for a in avoid):
                 questions.append(q)
             if len(questions) == spec.n:
                 break
         if len(questions) == spec.n:
             break
-    answers = generate_pass(model, [fmt.prompt_ids(q) for q in questions], pad, fmt.eos_id, spec.answer_tokens)
-    pairs = [(q, whole_sentences(tokenizer.decode(a, skip_special_tokens=True))) for q, a in zip(questions, answers,
-                                                                                                strict=True)]
-    return [QA(f"rehearsal-{i}", q, a) for i, (q, a) in enumerate(p for p in pairs if p[1])]
+    return questions
