@@ -45,6 +45,7 @@ def test_single_process_is_a_no_op():
 
     assert (dist.world_size(), dist.rank(), dist.is_main()) == (1, 0, True)
     assert dist.all_gather_objects({"a": [1, 2]}) == [{"a": [1, 2]}]
+    assert dist.broadcast_object({"a": [1, 2]}) == {"a": [1, 2]}
     dist.barrier()
 
 
@@ -118,3 +119,31 @@ def test_two_processes_equal_one(tiny_models):
     m1 = json.loads((tmp / "one" / "manifest.json").read_text())
     m2 = json.loads((tmp / "two" / "manifest.json").read_text())
     assert m2["processes"] == 2 and m2["rank_seeds"] == [m1["rank_seeds"][0], m1["rank_seeds"][0] + 1]
+
+
+STATEFUL = {  # a method that keeps its own state, or builds it in setup, and its run's options
+    "icu": ["rouge_threshold=0.6", "embedder=tfidf"],  # the active set shrinks epoch by epoch (generation)
+    "rkld": ["teacher=precomputed", "aug_epochs=2"],  # θ_aug trained and the teacher table computed in setup
+    "rmu": [],  # the random control vector and c drawn in setup
+    "altpo": [],  # the alternatives generated in setup
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(STATEFUL))
+def test_stateful_methods_two_processes_equal_one(tiny_models, method):
+    """Methods with state of their own run under 2 processes as in one: the same final weights (within 1e-5) and
+    the same state saved beside them (ICU's removed items, AltPO's alternatives)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    tmp = tiny_models
+    common = ["unlearn", "--model", str(tmp / "models" / "target"), "--method", method, "--scenario", "synthetic",
+              *SCEN, "lr=1e-3", "epochs=2", "batch_size=4", "warmup_epochs=0", *STATEFUL[method]]
+    _run([*common, "--out", str(tmp / f"{method}1")], tmp, procs=1)
+    _run([*common, "--out", str(tmp / f"{method}2")], tmp, procs=2)
+    one, two = (load_file(tmp / f"{method}{n}" / "model.safetensors") for n in (1, 2))
+    diff = max(float(np.abs(one[k] - two[k]).max()) for k in one)
+    assert diff <= 1e-5, diff
+    for f in sorted((tmp / f"{method}1").glob(f"{method}*.json")):
+        assert json.loads(f.read_text()) == json.loads((tmp / f"{method}2" / f.name).read_text()), f.name

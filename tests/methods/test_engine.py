@@ -309,6 +309,25 @@ def test_grad_accum_larger_than_batch_writes_nothing(tiny_model_dir, forget_reco
     assert os.listdir(parent) == []
 
 
+PROCEDURAL = [n for n, info in METHODS.items() if info.is_procedural]
+
+
+@pytest.mark.parametrize("name", PROCEDURAL)
+def test_procedural_method_under_several_processes_is_refused(name, monkeypatch, tiny_model_dir, forget_records,
+                                                               retain_records, tmp_path):
+    """UniErase and Reveal-and-Release run their own procedure in one process: under 2 processes they refuse with
+    one line saying how to run them, before anything is loaded or written."""
+    from obliviate.runs import unlearn as U
+
+    monkeypatch.setattr(U.dist, "world_size", lambda: 2)
+    monkeypatch.setattr(U, "load_model", lambda *a, **k: pytest.fail("nothing is loaded"))
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    with pytest.raises(ConfigError, match="in one process and cannot split it across 2: run it without torchrun"):
+        _unlearn(tiny_model_dir, name, parent / "out", forget_records, retain_records)
+    assert os.listdir(parent) == []
+
+
 # ---------------------------------------------------------------------------------------------- epoch_plan
 
 

@@ -234,6 +234,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         record = {"epoch": epoch + 1, **{k: v / n_steps for k, v in sums.items()}}
         record.update(track_nll(acc.unwrap_model(model), views, micro))
         stop = method.after_epoch(acc.unwrap_model(model), epoch + 1, record)
+        if world > 1:  # a method's own state (ICU's active set, PDU's dual variable) is rank 0's on every rank, so
+            stop = _sync_method_state(method, stop)  # the next epoch's plan is the same everywhere
         state.history.append(record)
         state.epoch = epoch + 1
         if cfg.checkpoint:
@@ -245,6 +247,16 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         if stop:
             break
     return acc.unwrap_model(model), state
+
+
+def _sync_method_state(method: GradientMethod, stop: bool) -> bool:
+    """Rank 0's method state and stop decision on every rank (the ranks hold the same weights, so they agree unless
+    a decision is random or at a float tie; this makes agreement certain rather than likely)."""
+    from obliviate.utils import dist
+
+    state, stop = dist.broadcast_object((method.state_dict(), stop))
+    method.load_state_dict(state)
+    return bool(stop)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -169,6 +169,10 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
     attempts = ledger.attempts(out_p)  # an earlier "nothing revealed" attempt here: carried forward, not refused
     with claim_output(out_p, overwrite or bool(attempts), inputs=[model, reference], lock=dist.is_main()):
         info, cfg = resolve_method(method, config)
+        if info.is_procedural and dist.world_size() > 1:
+            raise ConfigError(f"{info.name} runs its own procedure (closed-form edits, rounds of generation) in one "
+                              f"process and cannot split it across {dist.world_size()}: run it without torchrun / "
+                              "accelerate launch")
         f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario, by_name=bool(targets))
         validate_inputs(info, cfg, f_recs, r_recs, allow_overlap)
         eval_scen = eval_scenario(scenario, forget, retain, targets) if evaluate else None

@@ -38,5 +38,14 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return list(gather_object([obj]))
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s `obj` (any picklable object) on every rank; `obj` itself in a single process."""
+    if world_size() == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj], from_process=src)[0]
+
+
 def barrier() -> None:
     _state().wait_for_everyone()
