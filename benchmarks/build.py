@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import _common  # noqa: E402,F401  (offline; the TOFU data beside the checkout)
 

@@ -177,7 +177,7 @@ def write_sweep_report(out: Path, data: dict[str, Any]) -> None:
              f"<p>Objective: <code>{html.escape(data['objective'])}</code>"
              + (f"; thresholds: {cons}" if cons else "") + f". Trials: {html.escape(counts)}.</p>",
              f"<p>{head}</p>",
-             f"<p class='note'>Search space: "
+             "<p class='note'>Search space: "
              + html.escape("; ".join(f"{k} {v}" for k, v in (data.get("space") or {}).items()))
              + f". Started from {html.escape(str(data.get('start_from', '')))}; storage "
              + html.escape(str(data.get("storage", ""))) + ".</p>"]

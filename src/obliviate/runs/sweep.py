@@ -90,7 +90,6 @@ class SweepResult:
 
 def open_storage(url: str):
     """An Optuna RDB storage with heartbeats, or a ConfigError (exit 2) saying why it cannot be reached."""
-    import optuna
     from sqlalchemy.engine import make_url
 
     try:
