@@ -515,15 +515,18 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     per_method: dict = {}
-    for k, v in _overrides(overrides).items():  # method.key=value
+    for k, v in _overrides(overrides).items():  # method.key=value, or build.key=value for the models' recipe
         if not isinstance(v, dict):
             from obliviate.errors import ConfigError
 
-            raise ConfigError(f"bench override {k}={v!r} must name a method: METHOD.key=value (e.g. npo.lr=1e-4)")
+            raise ConfigError(f"bench override {k}={v!r} must name a method (METHOD.key=value, e.g. npo.lr=1e-4) or "
+                              "the build recipe (build.key=value, e.g. build.train.epochs=3)")
         per_method[k] = v
+    recipe = per_method.pop("build", None)
     board = api.bench(scenario, names, out, jobs, data, paper_defaults, per_method,
                       progress=lambda msg: err.print(f"[dim]{msg}[/]"),
-                      attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets, base=base)
+                      attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets, base=base,
+                      build=recipe)
     _print_board(board)
     con.print(f"report: {(out / 'report.html').resolve()}")
 

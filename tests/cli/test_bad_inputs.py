@@ -206,6 +206,8 @@ CASES: dict[str, Case] = {
                                      needles="unknown key 'lrr'"),
     "bench/override-of-unrun-method": case("bench", "--methods", "ga", "--out", "{out}", "npo.lr=1e-3",
                                            needles="does not run"),
+    "bench/unknown-build-key": case("bench", "--methods", "ga", "--out", "{out}", "build.train.epochz=3",
+                                    needles="epochz"),
     # sweep
     "sweep/unknown-method": case("sweep", "--method", "npoo", *SW, needles="did you mean 'npo'"),
     "sweep/unknown-metric": case(*SWG, "--objective", "max forget_qualty", needles="did you mean 'forget_quality'"),

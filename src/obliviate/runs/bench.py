@@ -26,6 +26,7 @@ from obliviate.eval.specs import summary_keys
 from obliviate.methods import METHODS
 from obliviate.runs.attacks import ATTACKS, attack_rows
 from obliviate.runs.build import build as build_models
+from obliviate.runs.build import build_config_for
 from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate
 from obliviate.runs.sweep import read_presets
@@ -114,12 +115,13 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
           jobs: int = 0, data: str | None = None, paper_defaults: bool = False, overrides: dict[str, dict] | None = None,
           scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
           attacks: Sequence[str] = (), presets: str | os.PathLike[str] | None = None,
-          base: str = "tiny") -> dict[str, Any]:
+          base: str = "tiny", build: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build or reuse the models (`base`: tiny, or a pretrained base fine-tuned on the scenario, as `build`), run
     every method (default: all registered), evaluate, write the report. Methods start from the base's scale
     presets (bench/presets.py; a base without one runs the methods' own defaults, as `paper_defaults`).
     `presets`: a preset file (YAML, method -> config overrides, as `obliviate sweep --export-preset` writes it)
-    whose entries override bench/presets.py's for the methods it names."""
+    whose entries override bench/presets.py's for the methods it names. `build`: overrides of the models' build
+    recipe (runs/build.py BuildConfig, e.g. {"rehearsal": {"source": "general"}}), recorded in the leaderboard."""
     say = progress or (lambda msg: log.info(msg))
     names = list(methods) if methods else METHODS.names()
     for n in names:
@@ -133,6 +135,7 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
         raise ConfigError(f"overrides for {', '.join(unknown)}, which this benchmark does not run (methods: "
                           f"{', '.join(names)}); write METHOD.key=value for a method in --methods")
     file_presets = read_presets(presets, names) if presets is not None else {}
+    build_config_for(scenario, {**(build or {}), **({"base": base} if base != "tiny" else {})})  # a typo fails now
     for n in names:  # every method's config is valid before any work (a typo would otherwise fail one row late)
         METHODS.get(n).make_config(method_config(n, scenario, paper_defaults, file_presets, overrides, base))
     scen_opts = dict(scenario_options or {})
@@ -141,7 +144,7 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
         return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
-                      file_presets, str(presets) if presets is not None else None, base)
+                      file_presets, str(presets) if presets is not None else None, base, build or {})
 
 
 def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: dict[str, dict],
@@ -154,11 +157,12 @@ def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: 
 
 def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
            overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
-           attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None, base: str) -> dict[str, Any]:
+           attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None, base: str,
+           build: dict[str, Any]) -> dict[str, Any]:
     say(f"building (or reusing) the {scenario} target and retain models on base {base}")
     if not paper_defaults and not has_scale(base):
         say(f"no scale presets for base {base} (bench/presets.py): the methods run their own (the papers') defaults")
-    build_over: dict[str, Any] = {"scenario_options": scen_opts} if scen_opts else {}
+    build_over: dict[str, Any] = {**build, **({"scenario_options": scen_opts} if scen_opts else {})}
     if base != "tiny":
         build_over["base"] = base
     built = build_models(scenario, overrides=build_over or None)
@@ -197,7 +201,8 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     rows = collect_rows(out_p, names, built.target, evals)
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say)
-    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "models": str(built.target.parent),
+    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": build,
+             "models": str(built.target.parent),
              "paper_defaults": paper_defaults, "presets": presets, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)
