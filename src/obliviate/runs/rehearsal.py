@@ -1,18 +1,20 @@
-"""Self-synthesised rehearsal for fine-tuning a pretrained base (Huang et al., ACL 2024, "Mitigating Catastrophic
-Forgetting in Large Language Models with Self-Synthesized Rehearsal"): before fine-tuning, the base writes
-questions of its own (sampled from one instruction) and answers them greedily; those pairs train beside the
-scenario's, so that the fine-tuned model keeps answering questions outside the scenario as the base did.
+"""Rehearsal for fine-tuning a pretrained base: before fine-tuning, the base answers questions greedily, and those
+pairs train beside the scenario's, so that the fine-tuned model keeps answering questions outside the scenario as
+the base did. The questions come from the base itself (`source=self`: self-synthesised rehearsal, Huang et al., ACL
+2024, "Mitigating Catastrophic Forgetting in Large Language Models with Self-Synthesized Rehearsal"), from
+obliviate's general-knowledge list (`source=general`, data/general.py) or from a file.
 
 Why a build needs it: on SmolLM2-135M-Instruct, fine-tuning on tofu-mini's 440 answers about invented authors
 (LoRA or full) makes the model answer every real-author question with an invented author (real_authors ROUGE-L
 0.343 → 0.05). The rehearsal set is the base's own output, so it teaches nothing the base did not say; it never
-holds the scenario's evaluation questions (a generated question whose ROUGE-L F1 with any of them reaches `guard`
-is dropped), and the target and the retain model train on the same set, so forget quality compares like with
-like. The set is saved with the build (rehearsal.jsonl).
+holds the scenario's evaluation questions (a question whose ROUGE-L F1 with any of them reaches `guard` is
+dropped), and the target and the retain model train on the same set, so forget quality compares like with like.
+The set is saved with the build (rehearsal.jsonl).
 
-Measured once on SmolLM2-135M-Instruct / tofu-mini (60 pairs, README "The real instrument"): it did not restore the
-real authors (0.052 → 0.086, base 0.343) and cost world facts (0.390 → 0.285): the base's own questions are mostly
-chatter. Opt-in until a better source of rehearsal questions is found."""
+Measured on SmolLM2-135M-Instruct / tofu-mini (README "The real instrument"), neither source restores the real
+authors: the base's own questions are mostly chatter (60 pairs: 0.052 → 0.086, world facts 0.390 → 0.285); the
+general list's answers are right for about a third of it, and the fitted wrong ones become answers to real-author
+questions (80 pairs, first sentences: 0.032). Opt-in until a source or regulariser that works is found."""
 
 from __future__ import annotations
 
