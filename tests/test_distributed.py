@@ -23,9 +23,18 @@ def _env(tmp: Path) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
+def _free_port() -> int:
+    """A port nothing listens on now: each launch its own, so one run's closing socket cannot block the next."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(args: list[str], tmp: Path, procs: int = 1) -> None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
-                str(29500 + os.getpid() % 1000), "-m", "obliviate"] if procs > 1 else [sys.executable, "-m", "obliviate"]
+                str(_free_port()), "-m", "obliviate"] if procs > 1 else [sys.executable, "-m", "obliviate"]
     res = subprocess.run(launcher + args, env=_env(tmp), capture_output=True, text=True, timeout=600)
     # the first failing rank's own lines come first (the launcher's summary at the end names only the exit code)
     ranks = [ln for ln in res.stderr.splitlines() if ln.startswith(("[rank", "error:", "Traceback")) or "Error" in ln]
