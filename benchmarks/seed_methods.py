@@ -9,6 +9,7 @@ papers' claims checked at this scale:
 Where a claim does not hold at this scale the numbers are printed as they are.
 
     python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/bench] [--methods ...] [--base smollm2-135m]
+        [KEY=VALUE ...]   # the models' build recipe, e.g. rehearsal.source=general (as benchmarks/build.py)
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--methods", default="graddiff,npo,rkld,rkld_forward,icu,unierase,unierase_seq,reveal_release")
     ap.add_argument("--base", default="tiny", help="tiny, or a pretrained base (obliviate ls bases)")
+    ap.add_argument("overrides", nargs="*", help="KEY=VALUE build settings (the models' recipe)")
     args = ap.parse_args()
+    from obliviate.config import parse_overrides
     from obliviate.runs.bench import bench
     from obliviate.methods import METHODS
 
@@ -40,14 +43,16 @@ def main() -> int:
     variants = {"rkld_forward": ("rkld", {"divergence": "forward"}), "unierase_seq": ("unierase", {"mode": "sequential"})}
     plain = [m for m in wanted if m in METHODS and m not in variants]
     out = Path(f"{args.out}-{args.scenario}" + ("" if args.base == "tiny" else f"-{args.base}"))
-    board = bench(args.scenario, plain, out, args.jobs, base=args.base, progress=lambda m: print(m, flush=True))
+    recipe = parse_overrides(args.overrides)
+    board = bench(args.scenario, plain, out, args.jobs, base=args.base, build=recipe,
+                  progress=lambda m: print(m, flush=True))
     rows = list(board["rows"])
     for name in [v for v in wanted if v in variants]:
         method, over = variants[name]
         if method not in METHODS:
             continue
         sub = bench(args.scenario, [method], out / "variants" / name, args.jobs, overrides={method: over},
-                    base=args.base, progress=lambda m: print(m, flush=True))
+                    base=args.base, build=recipe, progress=lambda m: print(m, flush=True))
         r = dict(row(sub, method))
         r["name"] = name
         rows.append(r)
