@@ -166,6 +166,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     if base != "tiny":
         build_over["base"] = base
     built = build_models(scenario, overrides=build_over or None)
+    _same_models(out_p, built.info.get("key"))
     scen = load_scenario(scenario, **scen_opts)
     evals: dict[str, dict[str, Any]] = {}
     for role, model in (("retain", built.retain), ("target", built.target)):
@@ -207,6 +208,17 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)
     return board
+
+
+def _same_models(out: Path, key: str | None) -> None:
+    """A benchmark directory is resumed only into runs of the same models: its first run records their build key
+    (models.json), and a later run on other models (another base or recipe) is refused before any work."""
+    f = out / "models.json"
+    if not f.is_file():
+        atomic_write_json(f, {"build_key": key})
+    elif (had := read_json(f).get("build_key")) != key:
+        raise ConfigError(f"{out} holds a benchmark of other models (build {had}; these are build {key}: another "
+                          "base or build recipe); give another --out, or delete it to start afresh")
 
 
 def collect_rows(out: Path, names: Sequence[str], target: Path, evals: dict[str, dict]) -> list[dict[str, Any]]:
