@@ -135,16 +135,19 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
         raise ConfigError(f"overrides for {', '.join(unknown)}, which this benchmark does not run (methods: "
                           f"{', '.join(names)}); write METHOD.key=value for a method in --methods")
     file_presets = read_presets(presets, names) if presets is not None else {}
-    build_config_for(scenario, {**(build or {}), **({"base": base} if base != "tiny" else {})})  # a typo fails now
     for n in names:  # every method's config is valid before any work (a typo would otherwise fail one row late)
         METHODS.get(n).make_config(method_config(n, scenario, paper_defaults, file_presets, overrides, base))
     scen_opts = dict(scenario_options or {})
     if data:
         scen_opts["data"] = data
+    # the models' build: the given recipe, the scenario's options and the base (a typo fails now, before any work)
+    build_over = {**(build or {}), **({"scenario_options": scen_opts} if scen_opts else {}),
+                  **({"base": base} if base != "tiny" else {})}
+    build_config_for(scenario, build_over)
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
         return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
-                      file_presets, str(presets) if presets is not None else None, base, build or {})
+                      file_presets, str(presets) if presets is not None else None, base, build_over)
 
 
 def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: dict[str, dict],
@@ -158,13 +161,10 @@ def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: 
 def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
            overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
            attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None, base: str,
-           build: dict[str, Any]) -> dict[str, Any]:
+           build_over: dict[str, Any]) -> dict[str, Any]:
     say(f"building (or reusing) the {scenario} target and retain models on base {base}")
     if not paper_defaults and not has_scale(base):
         say(f"no scale presets for base {base} (bench/presets.py): the methods run their own (the papers') defaults")
-    build_over: dict[str, Any] = {**build, **({"scenario_options": scen_opts} if scen_opts else {})}
-    if base != "tiny":
-        build_over["base"] = base
     built = build_models(scenario, overrides=build_over or None)
     _same_models(out_p, built.info.get("key"))
     scen = load_scenario(scenario, **scen_opts)
@@ -202,7 +202,8 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     rows = collect_rows(out_p, names, built.target, evals)
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say)
-    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": build,
+    recipe = {k: v for k, v in build_over.items() if k not in ("base", "scenario_options")}
+    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": recipe,
              "models": str(built.target.parent),
              "paper_defaults": paper_defaults, "presets": presets, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
     atomic_write_json(out_p / "leaderboard.json", board)

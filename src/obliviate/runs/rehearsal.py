@@ -95,11 +95,16 @@ def synthesize(model, tokenizer, spec: RehearsalSpec, avoid: Sequence[str], *, r
     avoid_l = list(dict.fromkeys(avoid))
     given = spec.given_questions()
     questions = (_sampled_questions(model, tokenizer, fmt, pad, spec, avoid_l, rounds) if given is None else
-                 [q for q in dict.fromkeys(given) if all(rouge_l_f1(q, a) < spec.guard for a in avoid_l)][:spec.n])
+                 [q for q in dict.fromkeys(given) if _clear_of(q, avoid_l, spec.guard)][:spec.n])
     answers = generate_pass(model, [fmt.prompt_ids(q) for q in questions], pad, fmt.eos_id, spec.answer_tokens)
     pairs = [(q, whole_sentences(tokenizer.decode(a, skip_special_tokens=True), spec.answer_sentences))
              for q, a in zip(questions, answers, strict=True)]
     return [QA(f"rehearsal-{i}", q, a) for i, (q, a) in enumerate(p for p in pairs if p[1])]
+
+
+def _clear_of(question: str, avoid: Sequence[str], guard: float) -> bool:
+    """Whether `question` restates none of `avoid` (ROUGE-L F1 below `guard` with each)."""
+    return all(rouge_l_f1(question, a) < guard for a in avoid)
 
 
 def _sampled_questions(model, tokenizer, fmt: Formatter, pad: int, spec: RehearsalSpec, avoid: list[str],
@@ -117,7 +122,7 @@ def _sampled_questions(model, tokenizer, fmt: Formatter, pad: int, spec: Rehears
             if q is None or q.lower() in seen:
                 continue
             seen.add(q.lower())
-            if all(rouge_l_f1(q, a) < spec.guard for a in avoid):
+            if _clear_of(q, avoid, spec.guard):
                 questions.append(q)
             if len(questions) == spec.n:
                 break
