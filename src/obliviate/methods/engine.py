@@ -311,6 +311,7 @@ def _save_checkpoint(acc, ckpt: Path, state: TrainState, method_state: dict[str,
         acc.save_state(str(tmp))
     finally:
         quiet.setLevel(level)
+    acc.wait_for_everyone()  # save_state does not wait: every rank's random-state file must be in before the swap
     if acc.is_main_process:
         (tmp / "train_state.json").write_text(json.dumps({**state.__dict__, "method": method_state}))
         if ckpt.exists():
