@@ -58,6 +58,26 @@ def test_single_process_is_a_no_op():
     dist.barrier()
 
 
+def test_the_written_fsdp_config_reads_back_as_accelerate_reads_it(monkeypatch):
+    """The accelerate config `--fsdp` writes parses to FSDP2 with the settings in force: `mixed_precision: 'no'`
+    stays a string (bare, YAML reads it as false and accelerate launch fails on it)."""
+    import yaml
+
+    from obliviate.utils import dist
+
+    for k in dist.FSDP_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")  # set before: kept, as the launcher's would be
+    dist.request_fsdp()
+    assert dist.fsdp_requested()
+    cfg = yaml.safe_load(dist.fsdp_config_yaml(2))
+    assert cfg["distributed_type"] == "FSDP" and cfg["num_processes"] == 2
+    assert cfg["mixed_precision"] == "no" and cfg["use_cpu"] is True
+    assert cfg["fsdp_config"]["fsdp_version"] == 2 and cfg["fsdp_config"]["fsdp_activation_checkpointing"] is True
+    assert cfg["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
 def _items(d: Path) -> dict:
     return json.loads((d / "eval.json").read_text())["items"]
 
@@ -156,3 +176,112 @@ def test_stateful_methods_two_processes_equal_one(tiny_models, method):
     assert diff <= 1e-5, diff
     for f in sorted((tmp / f"{method}1").glob(f"{method}*.json")):
         assert json.loads(f.read_text()) == json.loads((tmp / f"{method}2" / f.name).read_text()), f.name
+
+
+# ---------------------------------------------------------------------------------------------- FSDP
+
+NPO = ["--method", "npo_gd", "--scenario", "synthetic", *SCEN, "lr=1e-3", "batch_size=3", "grad_accum=2",
+       "warmup_epochs=0"]
+
+
+def _weights_diff(a: Path, b: Path) -> float:
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert x.keys() == y.keys()
+    return max(float(np.abs(x[k] - y[k]).max()) for k in x)
+
+
+@pytest.mark.slow
+def test_fsdp_equals_one_process_and_writes_its_accelerate_config(tiny_models):
+    """npo_gd with --fsdp in 2 processes (accelerate's FSDP2 on gloo: weights, gradients and AdamW state sharded)
+    is the 1-process run within 1e-5, same effective batch and loss; the manifest says fsdp and records each
+    rank's peak memory; the accelerate config written beside the model launches npo_kl (whose frozen reference
+    is sharded too) through `accelerate launch --config_file`, again equal to one process. Gradients are clipped
+    (to a norm below theirs) so the sharded norm is checked too."""
+    tmp = tiny_models
+    model = ["unlearn", "--model", str(tmp / "models" / "target")]
+    clip = "grad_clip=0.01"  # below the gradients' norm: the sharded norm must be the global one
+    _run([*model, *NPO, "epochs=2", clip, "--out", str(tmp / "f1")], tmp, procs=1)
+    _run([*model, *NPO, "epochs=2", clip, "--fsdp", "--out", str(tmp / "f2")], tmp, procs=2)
+    assert _weights_diff(tmp / "f1", tmp / "f2") <= 1e-5
+    h1, h2 = (json.loads((tmp / d / "history.json").read_text()) for d in ("f1", "f2"))
+    assert [r["loss"] for r in h2] == pytest.approx([r["loss"] for r in h1], abs=1e-5)
+    man = json.loads((tmp / "f2" / "manifest.json").read_text())
+    assert man["parallelism"] == "fsdp" and len(man["peak_memory_bytes_per_rank"]) == 2
+    assert json.loads((tmp / "f1" / "manifest.json").read_text())["parallelism"] == "single"
+    config = tmp / "f2" / "accelerate_fsdp.yaml"
+    assert "distributed_type: FSDP" in config.read_text() and "fsdp_version: 2" in config.read_text()
+
+    kl = ["--method", "npo_kl", "--scenario", "synthetic", *SCEN, "lr=1e-3", "epochs=2", "batch_size=4",
+          "warmup_epochs=0"]
+    _run([*model, *kl, "--out", str(tmp / "k1")], tmp, procs=1)
+    res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                          "--main_process_port", str(_free_port()), "-m", "obliviate", *model, *kl,
+                          "--out", str(tmp / "k2")], env=_env(tmp), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp / "k2" / "manifest.json").read_text())["parallelism"] == "fsdp"
+    assert _weights_diff(tmp / "k1", tmp / "k2") <= 1e-5
+
+
+@pytest.mark.slow
+def test_fsdp_lora_with_activation_checkpointing_equals_one_process(tiny_models):
+    """LoRA adapters under FSDP with activation checkpointing train (peft's input-grad pitfall handled) to the
+    1-process weights within 1e-5, merged into one ordinary model."""
+    tmp = tiny_models
+    args = ["unlearn", "--model", str(tmp / "models" / "target"), *NPO, "epochs=2", "lora.r=4", "lr=1e-2"]
+    _run([*args, "--out", str(tmp / "l1")], tmp, procs=1)
+    _run([*args, "gradient_checkpointing=true", "--fsdp", "--out", str(tmp / "l2")], tmp, procs=2)
+    assert _weights_diff(tmp / "models" / "target", tmp / "l2") > 1e-3
+    assert _weights_diff(tmp / "l1", tmp / "l2") <= 1e-5
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+def test_fsdp_resumes_from_its_sharded_checkpoint(tiny_models):
+    """Killed (SIGKILL to the launcher and both ranks) after a sharded checkpoint (one shard file per rank), the
+    same command resumes from it and ends at the uninterrupted FSDP run's weights (within 1e-6)."""
+    import signal
+    import time
+
+    tmp = tiny_models
+    epochs = 6
+    args = ["unlearn", "--model", str(tmp / "models" / "target"), *NPO, f"epochs={epochs}", "--fsdp"]
+    _run([*args, "--out", str(tmp / "r_straight")], tmp, procs=2)
+    def launcher() -> list[str]:  # a fresh port each time: the killed run's may still be held
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port()), "-m", "obliviate", *args, "--out", str(tmp / "r_killed")]
+
+    proc = subprocess.Popen(launcher(), env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state = tmp / ".r_killed.partial" / "checkpoint" / "train_state.json"
+    t0 = time.time()
+    while not state.is_file():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - t0 < 300, "no checkpoint within 300 s"
+        time.sleep(0.005)
+    ranks = _children(proc.pid)  # torchrun starts each rank in a session of its own: killed one by one
+    assert len(ranks) == 2
+    for pid in [*ranks, proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    done = json.loads(state.read_text())["epoch"]
+    assert done < epochs and not (tmp / "r_killed").exists()
+    shards = list((tmp / ".r_killed.partial" / "checkpoint").rglob("*.distcp"))
+    assert len({s.name.split("_")[2] for s in shards if s.parent.name.startswith("pytorch_model_fsdp")}) == 2
+    res = subprocess.run(launcher(), env=_env(tmp), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming after epoch {done} of {epochs}" in res.stderr
+    assert _weights_diff(tmp / "r_straight", tmp / "r_killed") <= 1e-6

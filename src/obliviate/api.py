@@ -48,21 +48,22 @@ def unlearn(model: ModelLike, method: str, *, out: str | os.PathLike[str], scena
             forget=None, retain=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference: ModelLike | None = None, data: str | None = None,
             scenario_options: dict[str, Any] | None = None, eval_config: dict[str, Any] | None = None,
-            allow_overlap: bool = False, progress=None) -> UnlearnResult:
+            allow_overlap: bool = False, fsdp: bool = False, progress=None) -> UnlearnResult:
     """Unlearn a forget set from `model` with a registered method and save the result (model + manifest.json).
 
     The forget/retain data come from `scenario` (its forget split and retain set) or from `forget` / `retain`
     (files or QA records); forget and retain must not share items (same id, or same question and answer) unless
     `allow_overlap`. With `evaluate`, the result is evaluated into `out/eval/` on exactly the forget data that was
     unlearned (a `forget` file replaces the scenario's forget split; without a scenario, the forget and retain
-    files are the evaluation sets), reference = the retain model. Returns an UnlearnResult (output path, manifest,
-    evaluation summary)."""
+    files are the evaluation sets), reference = the retain model. With `fsdp`, training under several processes
+    (torchrun / accelerate launch) is sharded with FSDP (as an accelerate FSDP config would). Returns an
+    UnlearnResult (output path, manifest, evaluation summary)."""
     if scenario is None and forget is None:
         raise ConfigError("give a forget set: --scenario NAME or --forget FILE")
     scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
     return _unlearn(model, method, out=out, forget=forget, retain=retain, scenario=scen, config=config,
                     overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
-                    eval_config=eval_config, allow_overlap=allow_overlap)
+                    eval_config=eval_config, allow_overlap=allow_overlap, fsdp=fsdp)
 
 
 def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str], method: str = "reveal_release",

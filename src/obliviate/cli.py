@@ -301,6 +301,10 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
             allow_overlap: Annotated[bool, typer.Option(
                 "--allow-overlap", help="accept forget records that are also in the retain set (same id, or same "
                                         "question and answer); they are then pulled both ways")] = False,
+            fsdp: Annotated[bool, typer.Option(
+                "--fsdp", help="under torchrun / accelerate launch, shard the model, its reference and the "
+                               "optimiser state across the processes (accelerate's FSDP2); the equivalent accelerate "
+                               "config is written to OUT/accelerate_fsdp.yaml")] = False,
             overrides: Overrides = None) -> None:
     """Unlearn a forget set from a model with one method; `key=value` pairs set the method's config. With --eval,
     the result is evaluated on the forget data that was unlearned (a --forget file itself)."""
@@ -313,7 +317,7 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
         res = api.unlearn(model, method, out=out, scenario=scenario, forget=forget, retain=retain, config=cfg,
                           overwrite=overwrite, evaluate=eval_, reference=reference, data=data,
                           scenario_options=scen_opts, progress=progress, allow_overlap=allow_overlap,
-                          eval_config=eval_cfg)
+                          eval_config=eval_cfg, fsdp=fsdp)
     if res.summary:
         print_summary(res.summary, f"{method}: {out}", res.absent)
     con.print(f"unlearned in {res.manifest['wall_time_s']} s\noutput: {res.out}")

@@ -172,6 +172,8 @@ CASES: dict[str, Case] = {
                                "{data}/existing_out", needles="--overwrite"),
     "unlearn/out-locked": case(*UF, needles=("in use by another run", "pid"), setup="lock"),
     "unlearn/unknown-option": case(*UF, "--nope", needles=("No such option", "--help")),
+    "unlearn/fsdp-procedural": case("unlearn", *M, "--method", "unierase", "--out", "{out}", "--forget",
+                                    "{data}/forget.jsonl", "--fsdp", needles=("unierase", "drop --fsdp")),
     # forget
     "forget/empty-target": case(*F, "--target", "", needles="non-empty target"),
     "forget/duplicate-target": case(*F, "--target", "Marla Quenby", "--target", "marla quenby",

@@ -162,6 +162,61 @@ def test_lora_unknown_target_names_the_models_linear_modules(tiny_model_dir, for
     assert not (tmp_path / "out").exists()
 
 
+def test_gradient_checkpointing_under_lora_trains_the_adapters_to_the_same_weights(tiny_model_dir, forget_records,
+                                                                                  helpers, tmp_path, monkeypatch):
+    """Activation checkpointing recomputes, it does not change the maths: with LoRA (the frozen embeddings' output
+    made to require grad, peft's known pitfall) the adapters train, and to the weights of the run without it
+    (atol 1e-6); the model really ran checkpointed."""
+    from obliviate.methods import engine
+
+    seen = []
+    real = engine.enable_gradient_checkpointing
+
+    def spy(model):
+        real(model)
+        seen.append(model.get_base_model().is_activation_checkpointing)
+
+    monkeypatch.setattr(engine, "enable_gradient_checkpointing", spy)
+    cfg = {**CFG, "epochs": 2, "lora": LORA}
+    _unlearn(tiny_model_dir, "ga", tmp_path / "plain", forget_records, None, config=cfg)
+    _unlearn(tiny_model_dir, "ga", tmp_path / "ckpt", forget_records, None,
+             config={**cfg, "gradient_checkpointing": True})
+    assert seen == [True]
+    before, plain, ckpt = (helpers.state_dict_of(d) for d in (tiny_model_dir, tmp_path / "plain", tmp_path / "ckpt"))
+    assert _max_abs_diff(before, ckpt) > 1e-3  # the adapters moved and were merged
+    assert _max_abs_diff(plain, ckpt) <= 1e-6
+
+
+def test_meta_skeleton_costs_no_weights_and_keeps_ties_and_buffers(tiny_model_dir):
+    """FSDP's gather target: the same module tree with every parameter on the meta device (tied ones still one
+    parameter), buffers copied; filled from a state dict it equals the model."""
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.methods.engine import meta_skeleton
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    skel = meta_skeleton(model)
+    assert all(p.is_meta for p in skel.parameters())
+    assert skel.lm_head.weight is skel.model.embed_tokens.weight
+    assert all(torch.equal(b, dict(model.named_buffers())[n]) for n, b in skel.named_buffers())
+    assert all(not p.is_meta for p in model.parameters())  # the model itself is untouched
+    skel.load_state_dict(model.state_dict(), assign=True)
+    skel.tie_weights()
+    ids = torch.tensor([[1, 5, 7, 9]])
+    assert torch.equal(skel(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_fsdp_with_a_procedural_method_is_refused(tiny_model_dir, forget_records, retain_records, tmp_path):
+    """--fsdp shards gradient training; a procedure of its own (UniErase) refuses it in one line, nothing written."""
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    with pytest.raises(ConfigError, match="--fsdp shards gradient training; unierase .* drop --fsdp"):
+        _unlearn(tiny_model_dir, "unierase", parent / "out", forget_records, retain_records, fsdp=True)
+    assert os.listdir(parent) == []
+
+
 # ---------------------------------------------------------------------------------------------- gradient accumulation
 
 

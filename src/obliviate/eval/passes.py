@@ -65,7 +65,12 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, token_budget:
 
 def split_head(model):
     """(decoder, lm_head) when logits are just `lm_head(hidden)`, so the head (a large share of a tiny model's
-    compute) can be applied to answer positions only; None for models that post-process logits."""
+    compute) can be applied to answer positions only; None for models that post-process logits, and for a model
+    sharded by FSDP (its root's parameters are gathered only by a forward through the root)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        return None
     cfg = getattr(model, "config", None)
     if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "output_multiplier")):
         return None

@@ -73,6 +73,8 @@ class TrainConfig(Config):
         "auto", description="prompt and answer tokenised separately or as one string (OpenUnlearning); auto: the "
                             "mode the input model was trained with (recorded by obliviate), else joint")
     lora: LoraSpec | None = None
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward (less memory, ~1/3 more compute); LoRA included")
 
     @model_validator(mode="after")
     def _accum_divides(self):

@@ -7,7 +7,12 @@ effective batch and every optimiser step of the single-process plan runs once, e
 of every micro-batch (so retain samples differ across ranks) with the denominators of the whole step (the global
 token and sequence counts); the loss is scaled by the world size against DDP's gradient average, so the summed
 gradient, and with it the final weights, equal one process's up to float rounding. The logged terms are summed over
-the ranks (`GradientMethod.constant_terms` averaged); each rank draws its own torch random stream (`rank_seed`)."""
+the ranks (`GradientMethod.constant_terms` averaged); each rank draws its own torch random stream (`rank_seed`).
+
+Under FSDP (`--fsdp`, or an accelerate FSDP config) the same plan runs with the model, its gradients, its AdamW
+state and a frozen reference copy sharded by accelerate's FSDP2 (`utils/dist.accelerator`); gradients are
+reduce-scattered every micro-batch, the clip norm is the global one, and the trained weights are gathered into a
+plain copy of the model at the end (`gather_full`)."""
 
 from __future__ import annotations
 
@@ -123,11 +128,13 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
     """Run the method's loss through the shared loop; returns the trained (unwrapped, LoRA still attached) model.
 
     Checkpoints go to `work_dir/checkpoint` after every epoch; if one exists, training resumes from it."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from obliviate.utils import dist
+
     cfg: TrainConfig = method.cfg  # type: ignore[assignment]
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator or dist.accelerator()
+    fsdp = dist.is_fsdp(acc)
     set_seed(cfg.seed)
     micro = max(1, cfg.batch_size // cfg.grad_accum)
     # tokenize=auto: the mode recorded with the model it was loaded from (unlearn resolves it before, from the path)
@@ -144,14 +151,20 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     if cfg.lora is not None:
         model = apply_lora(model, cfg)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    skeleton = None
+    if fsdp:  # sharded: the reference too, and a weightless copy of the model to gather the result into at the end
+        skeleton = meta_skeleton(model)
+        if ref_model is not None:
+            from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+            ref_model = fsdp2_prepare_model(acc, ref_model)
     ref = Reference(ref_model, ref_logps, lora_base=model if (cfg.lora is not None and method.reference == "model") else None)
     method.setup(model, ref, views)
 
     params = method.trainable(model) or [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.adam_betas)
+    opt = _adamw(params, cfg)
     n_forget = len(views.encoded[method.views[0]])
     world, rank = acc.num_processes, acc.process_index
     steps_per_epoch = math.ceil(n_forget / cfg.batch_size)  # global steps: every rank runs its share of each
@@ -159,6 +172,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, cfg.schedule, cfg.min_lr_ratio))
     model, opt = acc.prepare(model, opt)
+    if fsdp:  # accelerate swapped the optimiser's parameters for their shards (DTensors); the whole ones go
+        params = [p for group in opt.param_groups for p in group["params"]]
     acc.register_for_checkpointing(sched)
     if world > 1:  # each rank its own random stream (dropout); the data plan is drawn from cfg.seed on every rank
         torch.manual_seed(rank_seed(cfg.seed, rank))
@@ -200,7 +215,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                     b["tok_denom"] = torch.tensor(denoms[v][0], device=device)
                     b["seq_denom"] = torch.tensor(denoms[v][1], device=device)
                     batch[v] = b
-                with _maybe_no_sync(acc, model, j == k - 1):
+                # FSDP reduce-scatters every micro-batch: skipping it would hold whole (unsharded) gradients
+                with _maybe_no_sync(acc, model, j == k - 1 or fsdp):
                     out = _guard_oom(lambda: method.loss(batch, model, ref), cfg)
                     if not torch.isfinite(out.loss):
                         raise _diverged("loss", epoch + 1, state, cfg, work_dir)
@@ -211,7 +227,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
             if world > 1:
                 terms_acc = _reduce_terms(terms_acc, method.constant_terms)
             if cfg.grad_clip:
-                acc.clip_grad_norm_(params, cfg.grad_clip)
+                _clip_grad_norm(acc, params, cfg.grad_clip, fsdp)
             try:
                 opt.step()
             except RuntimeError as e:  # an lr beyond float32 ("cannot be converted ... without overflow")
@@ -220,7 +236,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                 raise _diverged("update", epoch + 1, state, cfg, work_dir) from e
             # the loss of this step was finite, but an update of inf/nan (a huge lr, an exploding gradient) shows
             # only in the weights: checked after every step, so a non-finite model is never checkpointed or saved
-            if not all(bool(torch.isfinite(p).all()) for p in params):
+            if not _all_finite(params, world):
                 raise _diverged("weights", epoch + 1, state, cfg, work_dir)
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -246,7 +262,83 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                                           if k != "epoch" and isinstance(v, (int, float))}))
         if stop:
             break
+    if fsdp:
+        opt.optimizer.state.clear()  # the shards' optimiser state goes before the full weights are gathered
+        return gather_full(model, skeleton, device), state
     return acc.unwrap_model(model), state
+
+
+def _adamw(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (no decay on norms and biases)."""
+    return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=cfg.adam_betas)
+
+
+def _clip_grad_norm(acc, params: Sequence[torch.Tensor], max_norm: float, fsdp: bool) -> None:
+    """Clip the gradients' global norm. Under FSDP each rank holds gradient shards (DTensors): the norm is reduced
+    over the ranks (torch's DTensor-aware functions; accelerate's own path needs the list in the model's order,
+    and ours is grouped by weight decay)."""
+    if not fsdp:
+        acc.clip_grad_norm_(params, max_norm)
+        return
+    from torch.distributed.tensor import DTensor
+    from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+    norm = get_total_norm([p.grad for p in params if p.grad is not None])
+    clip_grads_with_norm_(params, max_norm, norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Activation checkpointing (recompute each decoder layer's activations in backward). Under LoRA the frozen
+    embeddings' output must require grad, or the checkpointed layers see no input needing a gradient and the
+    adapters silently stay at zero (peft's `enable_input_require_grads`)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(inner, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"gradient_checkpointing=true: {type(inner).__name__} does not support activation "
+                          f"checkpointing; set gradient_checkpointing=false")
+    kw = {"use_reentrant": False}
+    if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated there)
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+
+
+def meta_skeleton(model):
+    """A copy of `model` whose parameters are on the meta device (no memory; tied parameters stay tied); buffers
+    are copied. FSDP training shards `model` in place; `gather_full` fills this copy with the trained weights."""
+    memo: dict[int, Any] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        memo.setdefault(id(p), torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad))
+    return copy.deepcopy(model, memo)
+
+
+def gather_full(sharded, skeleton, device):
+    """The FSDP-trained weights gathered, tensor by tensor, into a plain (unsharded) copy on `device` on every
+    rank: what saving, merging LoRA and evaluation take, as after single-process training."""
+    from torch.distributed.tensor import DTensor
+
+    full = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().to(device)
+            for k, v in sharded.state_dict().items()}  # the same order on every rank: the gathers pair up
+    skeleton.load_state_dict(full, assign=True)
+    inner = skeleton.get_base_model() if hasattr(skeleton, "get_base_model") else skeleton
+    if hasattr(inner, "tie_weights"):
+        inner.tie_weights()  # assign replaced tied parameters one by one
+    return skeleton
+
+
+def _all_finite(params: Sequence[torch.Tensor], world: int) -> bool:
+    """Every parameter finite, on every rank (under FSDP each rank holds different shards, so the ranks vote)."""
+    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in params)
+    if world == 1:
+        return local
+    import torch.distributed as tdist
+
+    flag = torch.tensor([0 if local else 1], dtype=torch.int32, device=params[0].device if params else "cpu")
+    tdist.all_reduce(flag)
+    return int(flag.item()) == 0
 
 
 def _sync_method_state(method: GradientMethod, stop: bool) -> bool:

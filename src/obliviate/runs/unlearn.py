@@ -157,7 +157,7 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
             forget=None, retain=None, scenario=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference=None, progress: Progress | None = None,
             eval_config: dict[str, Any] | None = None, targets: Sequence[str] = (),
-            allow_overlap: bool = False) -> UnlearnResult:
+            allow_overlap: bool = False, fsdp: bool = False) -> UnlearnResult:
     """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring).
 
     Everything that can be checked is checked before any work: the output location (writable, not a file, not
@@ -173,6 +173,11 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
             raise ConfigError(f"{info.name} runs its own procedure (closed-form edits, rounds of generation) in one "
                               f"process and cannot split it across {dist.world_size()}: run it without torchrun / "
                               "accelerate launch")
+        if fsdp:
+            if info.is_procedural:
+                raise ConfigError(f"--fsdp shards gradient training; {info.name} runs its own procedure in one "
+                                  f"process: drop --fsdp")
+            dist.request_fsdp()
         f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario, by_name=bool(targets))
         validate_inputs(info, cfg, f_recs, r_recs, allow_overlap)
         eval_scen = eval_scenario(scenario, forget, retain, targets) if evaluate else None
@@ -253,6 +258,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
         "wall_time_s": round(wall, 2), "resumed_after_epoch": resumed[0] if resumed else None,
         "peak_memory_bytes": peak_bytes(), "device": str(next(new_model.parameters()).device),
         "host": platform.node(), "processes": dist.world_size(), "threads": torch.get_num_threads(),
+        "parallelism": _parallelism(info), "peak_memory_bytes_per_rank": dist.all_gather_objects(peak_bytes()),
         "rank_seeds": _rank_seeds(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_info": run_info,
     }
@@ -265,6 +271,8 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
                 shutil.move(str(work / extra), str(final / dest))
         for k, v in extras.items():
             atomic_write_json(final / f"{k}.json", v)
+        if manifest["parallelism"] == "fsdp":  # the run's settings as an accelerate config file, to launch it again
+            (final / "accelerate_fsdp.yaml").write_text(dist.fsdp_config_yaml(dist.world_size()))
         atomic_write_json(final / "manifest.json", manifest)
     summary = absent = None
     if eval_scen is not None:
@@ -307,6 +315,13 @@ def _nothing_changed(model, out_p: Path, work: Path, info: MethodInfo, record: d
         raise NothingToForget(f"nothing revealed: the model revealed nothing about the {len(targets)} target(s), so "
                               f"{where}")
     raise NothingToForget(f"nothing changed: {info.name} left every weight as it was, so {where}")
+
+
+def _parallelism(info: MethodInfo) -> str:
+    """How training ran: "fsdp" (sharded), "ddp" (every process a whole copy) or "single"."""
+    if dist.world_size() == 1 or info.is_procedural:
+        return "single"
+    return "fsdp" if dist.fsdp_requested() else "ddp"
 
 
 def _rank_seeds(cfg: Config) -> list[int] | None:

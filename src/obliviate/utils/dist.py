@@ -49,3 +49,96 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 def barrier() -> None:
     _state().wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------------------------- FSDP
+
+FSDP_ENV = {  # what `accelerate launch` sets from an FSDP config file (accelerate's own names): FSDP2, one unit per
+    # decoder layer (the model's `_no_split_modules`), sharded checkpoints, parameters freed after each forward
+    "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+    "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT", "FSDP_RESHARD_AFTER_FORWARD": "true",
+    "FSDP_CPU_RAM_EFFICIENT_LOADING": "false", "FSDP_ACTIVATION_CHECKPOINTING": "false",
+}
+
+
+def fsdp_requested() -> bool:
+    """Whether this process was asked to shard its training with FSDP (`accelerate launch` with an FSDP config,
+    or `--fsdp`, which sets the same environment)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def request_fsdp() -> None:
+    """Turn FSDP on for this process, as an FSDP config file given to `accelerate launch` would (settings the
+    environment already holds are kept). Must run before the training engine builds its Accelerator."""
+    import os
+
+    for k, v in FSDP_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def fsdp_config_yaml(processes: int) -> str:
+    """The accelerate config file equivalent to this process's FSDP settings, for `accelerate launch
+    --config_file`."""
+    import os
+
+    import torch
+
+    keys = {"FSDP_VERSION": "fsdp_version", "FSDP_AUTO_WRAP_POLICY": "fsdp_auto_wrap_policy",
+            "FSDP_STATE_DICT_TYPE": "fsdp_state_dict_type", "FSDP_RESHARD_AFTER_FORWARD": "fsdp_reshard_after_forward",
+            "FSDP_CPU_RAM_EFFICIENT_LOADING": "fsdp_cpu_ram_efficient_loading",
+            "FSDP_ACTIVATION_CHECKPOINTING": "fsdp_activation_checkpointing"}
+    gpu = torch.cuda.is_available()
+    lines = ["compute_environment: LOCAL_MACHINE", "distributed_type: FSDP", f"num_processes: {processes}",
+             "num_machines: 1", "machine_rank: 0", f"use_cpu: {'false' if gpu else 'true'}",
+             f"mixed_precision: '{os.environ.get('ACCELERATE_MIXED_PRECISION', 'bf16' if gpu else 'no')}'",  # YAML: no = false
+             "fsdp_config:"]
+    lines += [f"  {name}: {os.environ.get(env, FSDP_ENV[env])}" for env, name in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+def accelerator():
+    """The training engine's Accelerator. Under FSDP on CPU processes (gloo) it runs accelerate's own FSDP2 path:
+    accelerate 1.16 turns FSDP on only for accelerator devices and runs DDP on CPU, so the plugin accelerate would
+    build from the environment is installed into its state here; the sharding, the sharded checkpoints and the
+    state-dict gathering stay accelerate's and torch's (`fully_shard`), as on GPU."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    if fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
+        plugin = FullyShardedDataParallelPlugin()  # its settings from the FSDP_* environment, as accelerate reads them
+        if plugin.fsdp_version != 2:
+            from obliviate.errors import ConfigError
+
+            raise ConfigError(f"FSDP version {plugin.fsdp_version} on CPU: obliviate's CPU path runs FSDP2 only; set "
+                              f"fsdp_version: 2 in the accelerate config (or FSDP_VERSION=2)")
+        acc.state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        acc.state.fsdp_plugin = plugin
+        return_large_blocks()
+    return acc
+
+
+def return_large_blocks(threshold: int = 128 * 1024) -> None:
+    """Have glibc hand blocks above `threshold` back to the system when freed. FSDP gathers every layer's weights
+    and gradients and frees them again, step after step; glibc's default raises its mmap threshold after such
+    frees and keeps later blocks in its heap, where they stay resident: measured on SmolLM2-135M, 2 CPU processes
+    peaked at 5.5 GB each this way, 2.8 GB with the threshold fixed (benchmarks/memory.py). The same as starting
+    the process with MALLOC_MMAP_THRESHOLD_; a no-op where the C library has no mallopt."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def is_fsdp(acc) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.FSDP
