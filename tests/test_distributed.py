@@ -285,3 +285,17 @@ def test_fsdp_resumes_from_its_sharded_checkpoint(tiny_models):
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming after epoch {done} of {epochs}" in res.stderr
     assert _weights_diff(tmp / "r_straight", tmp / "r_killed") <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["icu", "ceu", "rkld"])
+def test_fsdp_methods_with_state_or_own_denominators_equal_one_process(tiny_models, method):
+    """Under FSDP, ICU's refinement generates with the sharded model every epoch, CE-U averages over its own
+    token count (each answer's first token skipped) and RKLD builds its teacher in setup: each equals one process
+    within 1e-5."""
+    tmp = tiny_models
+    common = ["unlearn", "--model", str(tmp / "models" / "target"), "--method", method, "--scenario", "synthetic",
+              *SCEN, "lr=1e-3", "epochs=2", "batch_size=4", "warmup_epochs=0", *STATEFUL.get(method, [])]
+    _run([*common, "--out", str(tmp / f"s_{method}1")], tmp, procs=1)
+    _run([*common, "--fsdp", "--out", str(tmp / f"s_{method}2")], tmp, procs=2)
+    assert _weights_diff(tmp / f"s_{method}1", tmp / f"s_{method}2") <= 1e-5

@@ -231,12 +231,14 @@ def test_grad_accum_matches_one_batch_for_a_sequence_level_loss(tiny_model_dir, 
     assert _max_abs_diff(w1, w2) <= 1e-4
 
 
-def test_grad_accum_matches_one_batch_for_a_token_level_loss(tiny_model_dir, forget_records, helpers, tmp_path):
-    """TrainConfig: 'batch_size is per optimiser step; grad_accum splits it into micro-batches' — for GA (forget
-    only, so the same records per step) grad_accum 2 must reproduce grad_accum 1 (atol 1e-4)."""
+@pytest.mark.parametrize("name", ["ga", "ceu"])
+def test_grad_accum_matches_one_batch_for_a_token_level_loss(name, tiny_model_dir, forget_records, helpers, tmp_path):
+    """TrainConfig: 'batch_size is per optimiser step; grad_accum splits it into micro-batches' — for GA and CE-U
+    (forget only, so the same records per step; CE-U's mean leaves each answer's first token out of the count too)
+    grad_accum 2 must reproduce grad_accum 1 (atol 1e-4)."""
     cfg = {**CFG, "epochs": 2}
-    _unlearn(tiny_model_dir, "ga", tmp_path / "a1", forget_records, None, config={**cfg, "grad_accum": 1})
-    _unlearn(tiny_model_dir, "ga", tmp_path / "a2", forget_records, None, config={**cfg, "grad_accum": 2})
+    _unlearn(tiny_model_dir, name, tmp_path / "a1", forget_records, None, config={**cfg, "grad_accum": 1})
+    _unlearn(tiny_model_dir, name, tmp_path / "a2", forget_records, None, config={**cfg, "grad_accum": 2})
     assert _max_abs_diff(helpers.state_dict_of(tmp_path / "a1"), helpers.state_dict_of(tmp_path / "a2")) <= 1e-4
 
 

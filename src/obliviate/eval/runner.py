@@ -48,6 +48,13 @@ class ModelRunner:
     def fingerprint(self) -> str:
         return fingerprint(self.model)
 
+    @cached_property
+    def _pass_id(self) -> str:
+        """What pass-cache keys name the model by: its content fingerprint where passes are cached on disk; else
+        this runner itself (its in-memory cache lives and dies with it), which spares hashing the weights, e.g. of
+        ICU's model mid-training, sharded across processes under FSDP."""
+        return self.fingerprint if self.cache.enabled else f"runner-{id(self)}"
+
     @property
     def pad_id(self) -> int:
         return self.tok.pad_token_id
@@ -76,7 +83,7 @@ class ModelRunner:
 
     def logprobs(self, pairs: Sequence[tuple[str, str, str]]) -> list[TokenStats]:
         enc = self.encode(pairs)
-        key = self.cache.key("logprob", self.fingerprint, encoded_key(enc), {"v": 1})
+        key = self.cache.key("logprob", self._pass_id, encoded_key(enc), {"v": 1})
         if key in self._mem:
             return self._mem[key]  # type: ignore[return-value]
         stats = self.cache.load_stats(key)
@@ -93,7 +100,7 @@ class ModelRunner:
         (the forget set's answers), which is then neither stored nor read from the disk cache. With `hosts` (a
         sequence each prompt is a prefix of, and per-prompt limits) the prompts on one host share its prefill
         (`prefix_generate_pass`): the same continuations, under the same cache key."""
-        key = self.cache.key("generate", self.fingerprint, [list(p) for p in prompts],
+        key = self.cache.key("generate", self._pass_id, [list(p) for p in prompts],
                              {"max_new": max_new if isinstance(max_new, int) else list(max_new), "greedy": True})
         if key in self._mem:
             return self._mem[key]  # type: ignore[return-value]
@@ -145,7 +152,7 @@ class ModelRunner:
         """`prefix_generate_pass` with the prompts flagged in `cut` stopped once their OVERLAP_n against the rest of
         their host is settled at 0; cached (memory, and disk with `persist`) under a key of its own, since such
         continuations are not full greedy ones."""
-        key = self.cache.key("generate", self.fingerprint, prompts,
+        key = self.cache.key("generate", self._pass_id, prompts,
                              {"max_new": limits, "greedy": True, "el_settled": n, "hosts": hosts, "cut": cut})
         if key in self._mem:
             return self._mem[key]  # type: ignore[return-value]

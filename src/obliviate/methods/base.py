@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -303,6 +303,11 @@ class GradientMethod(Method):
         """Optional: called after each epoch with its mean loss terms (add to `log` to record more); return True
         to stop early."""
         return False
+
+    def answer_tokens(self, views, view: str, indices: Sequence[int]) -> int:
+        """The tokens a token-mean loss of this view averages over, for these items: the engine's per-step
+        denominator (`tok_denom`). Every answer token by default; a method that skips some overrides it."""
+        return views.n_answer_tokens(view, indices)
 
     def aligned_views(self, forget: list, retain: list) -> dict[str, list]:
         """Optional: extra views aligned item-by-item with the forget set (e.g. ICU's analogous samples)."""

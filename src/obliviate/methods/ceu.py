@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig, register_method
-from obliviate.methods.common import logits_of, num
+from obliviate.methods.common import logits_of, num, tok_denom
 from obliviate.methods.losses import ceu_loss
 
 
@@ -20,8 +20,8 @@ class CEUConfig(TrainConfig):
     - lr, epochs, batch, warm-up, weight decay: OpenUnlearning's TOFU defaults (lr 1e-5, 10 epochs, batch 32,
       1 warm-up epoch, wd 0.01); this project has not checked them against the paper's own schedule.
 
-    The loss is the token mean of the micro-batch (the engine's per-step token count includes the skipped tokens);
-    with `grad_accum` = 1 that is the step's exact mean."""
+    The loss is the token mean over the whole step's counted tokens (the skipped ones left out of the count), so
+    gradient accumulation and several processes give the single-batch mean exactly."""
 
     ignore_first: int = Field(1, ge=0)
 
@@ -34,5 +34,9 @@ class CEU(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: CEUConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        val = ceu_loss(logits_of(model, f), f["labels"], cfg.ignore_first)
+        val = ceu_loss(logits_of(model, f), f["labels"], cfg.ignore_first, tok_denom(f))
         return LossOutput(val, {"ceu": num(val)})
+
+    def answer_tokens(self, views, view: str, indices) -> int:
+        skip = self.cfg.ignore_first  # type: ignore[attr-defined]
+        return sum(max(0, views.n_answer_tokens(view, [i]) - skip) for i in indices)

@@ -201,7 +201,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
             k = len(group)
             # the step's denominators, so k averaged micro-batch losses equal the full-batch loss exactly (and, under
             # several processes, the ranks' shares of each micro-batch sum to it)
-            denoms = {v: (views.n_answer_tokens(v, idx) / k, len(idx) / k) for v, idx in step_idx.items()}
+            denoms = {v: (method.answer_tokens(views, v, idx) / k, len(idx) / k) for v, idx in step_idx.items()}
             terms_acc: dict[str, float] = {}
             for j, micro_idx in enumerate(group):
                 share, weight = micro_idx, 1.0
