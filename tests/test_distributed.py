@@ -60,7 +60,8 @@ def test_single_process_is_a_no_op():
 
 def test_the_written_fsdp_config_reads_back_as_accelerate_reads_it(monkeypatch):
     """The accelerate config `--fsdp` writes parses to FSDP2 with the settings in force: `mixed_precision: 'no'`
-    stays a string (bare, YAML reads it as false and accelerate launch fails on it)."""
+    stays a string (bare, YAML reads it as false and accelerate launch fails on it). FSDP is on only inside the
+    run that asked for it."""
     import yaml
 
     from obliviate.utils import dist
@@ -69,9 +70,11 @@ def test_the_written_fsdp_config_reads_back_as_accelerate_reads_it(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")  # set before: kept, as the launcher's would be
-    dist.request_fsdp()
-    assert dist.fsdp_requested()
-    cfg = yaml.safe_load(dist.fsdp_config_yaml(2))
+    with dist.fsdp_env():
+        assert dist.fsdp_requested()
+        cfg = yaml.safe_load(dist.fsdp_config_yaml(2))
+    assert not dist.fsdp_requested()  # the run's settings are gone after it, the launcher's stay
+    assert os.environ["FSDP_ACTIVATION_CHECKPOINTING"] == "true"
     assert cfg["distributed_type"] == "FSDP" and cfg["num_processes"] == 2
     assert cfg["mixed_precision"] == "no" and cfg["use_cpu"] is True
     assert cfg["fsdp_config"]["fsdp_version"] == 2 and cfg["fsdp_config"]["fsdp_activation_checkpointing"] is True
@@ -299,3 +302,24 @@ def test_fsdp_methods_with_state_or_own_denominators_equal_one_process(tiny_mode
     _run([*common, "--out", str(tmp / f"s_{method}1")], tmp, procs=1)
     _run([*common, "--fsdp", "--out", str(tmp / f"s_{method}2")], tmp, procs=2)
     assert _weights_diff(tmp / f"s_{method}1", tmp / f"s_{method}2") <= 1e-5
+
+
+@pytest.mark.slow
+def test_fsdp_is_on_only_for_the_run_that_asks(tiny_models):
+    """Two runs in one pair of processes (the Python API under torchrun): the first with fsdp=True is sharded, the
+    second without runs DDP, although accelerate's state is a process-wide singleton."""
+    tmp = tiny_models
+    script = tmp / "two_runs.py"
+    script.write_text(
+        "import json, sys\nimport obliviate\n"
+        f"common = dict(scenario='synthetic', scenario_options={{'n_people': 10, 'n_refusal': 4}},\n"
+        "              config={'lr': 1e-3, 'epochs': 1, 'batch_size': 4, 'warmup_epochs': 0})\n"
+        f"a = obliviate.unlearn({str(tmp / 'models' / 'target')!r}, 'npo_gd', out={str(tmp / 'seq_a')!r}, fsdp=True,"
+        " **common)\n"
+        f"b = obliviate.unlearn({str(tmp / 'models' / 'target')!r}, 'npo_gd', out={str(tmp / 'seq_b')!r}, **common)\n")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(_free_port()), str(script)], env=_env(tmp), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    kinds = [json.loads((tmp / d / "manifest.json").read_text())["parallelism"] for d in ("seq_a", "seq_b")]
+    assert kinds == ["fsdp", "ddp"]
+    assert (tmp / "seq_a" / "accelerate_fsdp.yaml").is_file() and not (tmp / "seq_b" / "accelerate_fsdp.yaml").exists()

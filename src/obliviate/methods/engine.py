@@ -106,6 +106,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps taken
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch mean of each loss term
+    parallelism: str = "single"  # how this run trained: "single", "ddp" or "fsdp" (set by `train`, not resumed)
 
 
 def apply_lora(model, cfg: TrainConfig):
@@ -187,6 +188,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         state = TrainState(**saved)
         log.info("resuming after epoch %d (step %d)", state.epoch, state.step)
 
+    state.parallelism = "fsdp" if fsdp else "ddp" if world > 1 else "single"
     n_retain = len(views.encoded.get("retain", []))
     lengths = [len(e.input_ids) for e in views.encoded[method.views[0]]] if cfg.batching == "length_grouped" else None
     for epoch in range(state.epoch, cfg.epochs):

@@ -150,7 +150,7 @@ def run_method(info: MethodInfo, cfg: Config, model, tokenizer, forget: list[QA]
         if lora.keep_adapter:
             model.save_pretrained(work / "final_adapter")
         model = model.merge_and_unload()
-    return model, extras, method.run_info()
+    return model, extras, {**method.run_info(), "parallelism": state.parallelism}
 
 
 def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out: str | os.PathLike[str],
@@ -173,18 +173,17 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
             raise ConfigError(f"{info.name} runs its own procedure (closed-form edits, rounds of generation) in one "
                               f"process and cannot split it across {dist.world_size()}: run it without torchrun / "
                               "accelerate launch")
-        if fsdp:
-            if info.is_procedural:
-                raise ConfigError(f"--fsdp shards gradient training; {info.name} runs its own procedure in one "
-                                  f"process: drop --fsdp")
-            dist.request_fsdp()
+        if fsdp and info.is_procedural:
+            raise ConfigError(f"--fsdp shards gradient training; {info.name} runs its own procedure in one "
+                              f"process: drop --fsdp")
         f_recs, r_recs, hashes = load_forget_retain(forget, retain, scenario, by_name=bool(targets))
         validate_inputs(info, cfg, f_recs, r_recs, allow_overlap)
         eval_scen = eval_scenario(scenario, forget, retain, targets) if evaluate else None
         if evaluate:
             build_config(EvalConfig, eval_config or {}, where="eval config")  # a typo fails now, not after training
-        return _run(model, info, cfg, out_p, f_recs, r_recs, hashes, scenario, eval_scen, reference, progress,
-                    eval_config, targets, attempts)
+        with dist.fsdp_env(fsdp):
+            return _run(model, info, cfg, out_p, f_recs, r_recs, hashes, scenario, eval_scen, reference, progress,
+                        eval_config, targets, attempts)
 
 
 def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_recs: list[QA],
@@ -258,7 +257,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
         "wall_time_s": round(wall, 2), "resumed_after_epoch": resumed[0] if resumed else None,
         "peak_memory_bytes": peak_bytes(), "device": str(next(new_model.parameters()).device),
         "host": platform.node(), "processes": dist.world_size(), "threads": torch.get_num_threads(),
-        "parallelism": _parallelism(info), "peak_memory_bytes_per_rank": dist.all_gather_objects(peak_bytes()),
+        "parallelism": run_info.pop("parallelism", "single"), "peak_memory_bytes_per_rank": dist.all_gather_objects(peak_bytes()),
         "rank_seeds": _rank_seeds(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_info": run_info,
     }
@@ -315,13 +314,6 @@ def _nothing_changed(model, out_p: Path, work: Path, info: MethodInfo, record: d
         raise NothingToForget(f"nothing revealed: the model revealed nothing about the {len(targets)} target(s), so "
                               f"{where}")
     raise NothingToForget(f"nothing changed: {info.name} left every weight as it was, so {where}")
-
-
-def _parallelism(info: MethodInfo) -> str:
-    """How training ran: "fsdp" (sharded), "ddp" (every process a whole copy) or "single"."""
-    if dist.world_size() == 1 or info.is_procedural:
-        return "single"
-    return "fsdp" if dist.fsdp_requested() else "ddp"
 
 
 def _rank_seeds(cfg: Config) -> list[int] | None:

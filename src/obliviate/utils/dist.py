@@ -6,6 +6,7 @@ starts the group on first use (gloo on CPU, nccl on GPU); in a plain single proc
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -69,13 +70,21 @@ def fsdp_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def request_fsdp() -> None:
-    """Turn FSDP on for this process, as an FSDP config file given to `accelerate launch` would (settings the
-    environment already holds are kept). Must run before the training engine builds its Accelerator."""
+@contextlib.contextmanager
+def fsdp_env(on: bool = True):
+    """FSDP on for the enclosed run, as an FSDP config file given to `accelerate launch` would (settings the
+    environment already holds are kept; those set here are removed again on exit, so a later run in the same
+    process is not sharded unless asked). The training engine's Accelerator must be built inside."""
     import os
 
-    for k, v in FSDP_ENV.items():
-        os.environ.setdefault(k, v)
+    added = [k for k in FSDP_ENV if on and k not in os.environ]
+    for k in added:
+        os.environ[k] = FSDP_ENV[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def fsdp_config_yaml(processes: int) -> str:
@@ -98,6 +107,9 @@ def fsdp_config_yaml(processes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+_cpu_fsdp = False  # this process's accelerate state was switched to FSDP on CPU by `accelerator()`
+
+
 def accelerator():
     """The training engine's Accelerator. Under FSDP on CPU processes (gloo) it runs accelerate's own FSDP2 path:
     accelerate 1.16 turns FSDP on only for accelerator devices and runs DDP on CPU, so the plugin accelerate would
@@ -108,7 +120,13 @@ def accelerator():
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
+    global _cpu_fsdp
     acc = Accelerator(cpu=not torch.cuda.is_available())
+    if _cpu_fsdp and not fsdp_requested():  # accelerate's state outlives a run: an earlier run's FSDP is undone
+        acc.state.distributed_type = DistributedType.MULTI_CPU
+        PartialState._shared_state["distributed_type"] = DistributedType.MULTI_CPU
+        acc.state.fsdp_plugin = None
+        _cpu_fsdp = False
     if fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
         plugin = FullyShardedDataParallelPlugin()  # its settings from the FSDP_* environment, as accelerate reads them
         if plugin.fsdp_version != 2:
@@ -119,6 +137,7 @@ def accelerator():
         acc.state.distributed_type = DistributedType.FSDP
         PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         acc.state.fsdp_plugin = plugin
+        _cpu_fsdp = True
         return_large_blocks()
     return acc
 
