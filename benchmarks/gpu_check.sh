@@ -4,7 +4,7 @@
 # training in bf16 mixed precision (accelerate's bf16: fp32 master weights, bf16 autocast) and everything on the
 # GPU; then npo_gd again under FSDP over the machine's GPUs when it has two or more. Prints each number next to the
 # CPU run's (README, "The real instrument": fp32, 2 cores) with its tolerance and ok/MISSED, and the peak GPU
-# memory of every run (the CUDA allocator's peak, from each manifest).
+# memory of every unlearning run (the CUDA allocator's peak, from each manifest; the builds record none).
 #
 #   bash benchmarks/gpu_check.sh [OUT]            # OUT defaults to runs/gpu-check; needs CUDA and the wheel
 #
@@ -72,7 +72,7 @@ if fsdp.is_file():  # FSDP over the GPUs against the single-GPU run of the same 
 r = rows.get("npo_gd", {})
 print(f"npo_gd relearn attack: forget ROUGE-L after {r.get('attack_relearn_after')}, recovery "
       f"{r.get('attack_relearn_recovery')}")
-print("peak GPU memory (CUDA allocator) per run:")
+print("peak GPU memory (CUDA allocator) per unlearning run:")
 for man in sorted(out.rglob("manifest.json")):
     m = json.loads(man.read_text())
     per = m.get("peak_memory_bytes_per_rank") or [m.get("peak_memory_bytes", 0)]
