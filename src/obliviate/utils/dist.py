@@ -148,7 +148,6 @@ def return_large_blocks(threshold: int = 128 * 1024) -> None:
     frees and keeps later blocks in its heap, where they stay resident: measured on SmolLM2-135M, 2 CPU processes
     peaked at 5.5 GB each this way, 2.8 GB with the threshold fixed (benchmarks/memory.py). The same as starting
     the process with MALLOC_MMAP_THRESHOLD_; a no-op where the C library has no mallopt."""
-    import contextlib
     import ctypes
     import ctypes.util
 
