@@ -323,3 +323,24 @@ def test_fsdp_is_on_only_for_the_run_that_asks(tiny_models):
     kinds = [json.loads((tmp / d / "manifest.json").read_text())["parallelism"] for d in ("seq_a", "seq_b")]
     assert kinds == ["fsdp", "ddp"]
     assert (tmp / "seq_a" / "accelerate_fsdp.yaml").is_file() and not (tmp / "seq_b" / "accelerate_fsdp.yaml").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["build", "synthetic", "--out", "{tmp}/models"],
+    ["bench", "--scenario", "synthetic", "--methods", "ga", "--out", "{tmp}/bench"],
+    ["attack", "--model", "{tmp}", "--attack", "quantize", "--scenario", "synthetic", "--out", "{tmp}/attack"],
+    ["sweep", "--method", "ga", "--scenario", "synthetic", "--trials", "1", "--out", "{tmp}/sweep"],
+], ids=lambda a: a[0])
+def test_single_process_commands_refuse_a_launcher(args, cli, monkeypatch, tmp_path):
+    """Under torchrun / accelerate launch (2 processes) the commands that run in one process say so in one line,
+    exit 2, and write nothing (every rank would otherwise build or bench the same files)."""
+    from obliviate.utils import dist
+
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    work = tmp_path / "work"
+    work.mkdir()
+    code, _, err = cli(*[a.replace("{tmp}", str(work)) for a in args])
+    assert code == 2, err
+    assert "runs in one process, not across 2: run it without torchrun" in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1
+    assert list(work.iterdir()) == []

@@ -39,6 +39,7 @@ from obliviate.models.loading import fingerprint, load_model_and_tokenizer
 from obliviate.registry import Registry
 from obliviate.runs.common import load_model, load_scenario
 from obliviate.utils.io import atomic_dir, atomic_write_json, claim_output, read_json
+from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
     """Run one recovery attack on `model` and, for comparison, on the original `target` (a model path or
     (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given. `progress(description,
     done, total)` follows each model pass."""
+    dist.require_single_process("attack")
     ATTACKS.get(name)
     cfg = build_config(AttackConfig, config or {}, where="attack config")
     inputs = [x for x in (model, target) if x is not None and not isinstance(x, tuple)]

@@ -33,6 +33,7 @@ from obliviate.runs.sweep import read_presets
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
+from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     `presets`: a preset file (YAML, method -> config overrides, as `obliviate sweep --export-preset` writes it)
     whose entries override bench/presets.py's for the methods it names. `build`: overrides of the models' build
     recipe (runs/build.py BuildConfig, e.g. {"rehearsal": {"source": "general"}}), recorded in the leaderboard."""
+    dist.require_single_process("bench")
     say = progress or (lambda msg: log.info(msg))
     names = list(methods) if methods else METHODS.names()
     for n in names:

@@ -42,6 +42,7 @@ from obliviate.runs.rehearsal import RehearsalSpec, synthesize
 from obliviate.utils.cache import Cache
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
 BUILD_FORMAT = 2  # bump when the recipe changes in a way that invalidates cached builds (2: the shared engine)
@@ -172,6 +173,7 @@ def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: d
 
     Builds are cached under `$OBLIVIATE_CACHE/builds/<scenario>-<hash>`; with `out`, the models are also placed
     there (a second build with the same config is a no-op)."""
+    dist.require_single_process("build")
     cfg = build_config_for(scenario, overrides)
     scen = get_scenario(scenario, **cfg.scenario_options)
     key = build_key(cfg, scen)

@@ -59,6 +59,7 @@ from obliviate.runs.space import describe, nest, resolve_space, start_params, su
 from obliviate.runs.unlearn import eval_scenario, unlearn, work_dir_for
 from obliviate.utils.hashing import stable_hash
 from obliviate.utils.io import atomic_write_json, atomic_write_text, claim_output, lock_path, read_json
+from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ def sweep(method: str, *, out: str | os.PathLike[str], scenario: str | None = No
     all (every worker's together); write OUT/best.json, trials.jsonl, report.html, and with `export_preset` the
     best config as a preset file (`bench --presets FILE`). Raises NoFeasibleTrial (exit 4) when no trial meets the
     constraints. `pruner` replaces the default median pruner (an Optuna pruner; tests)."""
+    dist.require_single_process("sweep (its workers are separate `obliviate sweep` processes sharing --storage)")
     say = progress or (lambda msg: log.info(msg))
     if trials < 1:
         raise ConfigError(f"--trials {trials}: give the number of trials of the study (at least 1)")

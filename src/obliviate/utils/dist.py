@@ -52,6 +52,17 @@ def barrier() -> None:
     _state().wait_for_everyone()
 
 
+def require_single_process(command: str) -> None:
+    """Refuse, before any work, a command that runs in one process when it was started under torchrun /
+    accelerate launch (every rank would do all of it and write the same files)."""
+    n = world_size()
+    if n > 1:
+        from obliviate.errors import ConfigError
+
+        raise ConfigError(f"{command} runs in one process, not across {n}: run it without torchrun / accelerate "
+                          f"launch (unlearn and eval are the commands that run under several processes)")
+
+
 # ---------------------------------------------------------------------------------------------- FSDP
 
 FSDP_ENV = {  # what `accelerate launch` sets from an FSDP config file (accelerate's own names): FSDP2, one unit per
