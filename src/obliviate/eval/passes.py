@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from obliviate.data.templates import IGNORE_INDEX, Encoded
 from obliviate.utils.cache import NPZ, Cache, cache_key
 from obliviate.utils.hashing import stable_hash
-from obliviate.utils.tensors import model_device, pad_batch
+from obliviate.utils.tensors import base_of, model_device, pad_batch
 
 Reduction = Literal["token_mean", "sequence_mean", "sum", "none"]
 Tick = Callable[[int, int], None]  # progress(done, total) of one pass
@@ -315,7 +315,7 @@ def generate_pass(model, prompts: Sequence[Sequence[int]], pad_id: int, eos_id: 
 def _cache_arg(model) -> str:
     """The name under which the model's forward takes a KV cache: `cache` (transformers >= 5.x, where
     `past_key_values` is deprecated) or `past_key_values`."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel forwards **kwargs
+    inner = base_of(model)  # a PeftModel forwards **kwargs
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 

@@ -35,6 +35,7 @@ from obliviate.errors import ConfigError, DivergedError, ResourceError
 from obliviate.methods.base import Batch, GradientMethod, Progress, ProgressEvent, TrainConfig, TrainContext
 from obliviate.methods.data import Views, epoch_plan, rank_share, split_step
 from obliviate.methods.losses import sequence_logps
+from obliviate.utils.tensors import base_of
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                 raise _diverged("update", epoch + 1, state, cfg, work_dir) from e
             # the loss of this step was finite, but an update of inf/nan (a huge lr, an exploding gradient) shows
             # only in the weights: checked after every step, so a non-finite model is never checkpointed or saved
-            if not _all_finite(params, world):
+            if not _all_finite(params, vote=fsdp):
                 raise _diverged("weights", epoch + 1, state, cfg, work_dir)
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -295,7 +296,7 @@ def enable_gradient_checkpointing(model) -> None:
     """Activation checkpointing (recompute each decoder layer's activations in backward). Under LoRA the frozen
     embeddings' output must require grad, or the checkpointed layers see no input needing a gradient and the
     adapters silently stay at zero (peft's `enable_input_require_grads`)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = base_of(model)
     if not getattr(inner, "supports_gradient_checkpointing", False):
         raise ConfigError(f"gradient_checkpointing=true: {type(inner).__name__} does not support activation "
                           f"checkpointing; set gradient_checkpointing=false")
@@ -325,22 +326,19 @@ def gather_full(sharded, skeleton, device):
     full = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().to(device)
             for k, v in sharded.state_dict().items()}  # the same order on every rank: the gathers pair up
     skeleton.load_state_dict(full, assign=True)
-    inner = skeleton.get_base_model() if hasattr(skeleton, "get_base_model") else skeleton
+    inner = base_of(skeleton)
     if hasattr(inner, "tie_weights"):
         inner.tie_weights()  # assign replaced tied parameters one by one
     return skeleton
 
 
-def _all_finite(params: Sequence[torch.Tensor], world: int) -> bool:
-    """Every parameter finite, on every rank (under FSDP each rank holds different shards, so the ranks vote)."""
-    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in params)
-    if world == 1:
-        return local
-    import torch.distributed as tdist
+def _all_finite(params: Sequence[torch.Tensor], vote: bool) -> bool:
+    """Every parameter finite. With `vote` (FSDP: each rank holds different shards) every rank's answer counts, so
+    all ranks decide alike; under DDP every rank holds the same weights and its own answer is everyone's."""
+    from obliviate.utils import dist
 
-    flag = torch.tensor([0 if local else 1], dtype=torch.int32, device=params[0].device if params else "cpu")
-    tdist.all_reduce(flag)
-    return int(flag.item()) == 0
+    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in params)
+    return all(dist.all_gather_objects(local)) if vote else local
 
 
 def _sync_method_state(method: GradientMethod, stop: bool) -> bool:

@@ -7,6 +7,7 @@ starts the group on first use (gloo on CPU, nccl on GPU); in a plain single proc
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 
@@ -76,8 +77,6 @@ FSDP_ENV = {  # what `accelerate launch` sets from an FSDP config file (accelera
 def fsdp_requested() -> bool:
     """Whether this process was asked to shard its training with FSDP (`accelerate launch` with an FSDP config,
     or `--fsdp`, which sets the same environment)."""
-    import os
-
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
@@ -86,8 +85,6 @@ def fsdp_env(on: bool = True):
     """FSDP on for the enclosed run, as an FSDP config file given to `accelerate launch` would (settings the
     environment already holds are kept; those set here are removed again on exit, so a later run in the same
     process is not sharded unless asked). The training engine's Accelerator must be built inside."""
-    import os
-
     added = [k for k in FSDP_ENV if on and k not in os.environ]
     for k in added:
         os.environ[k] = FSDP_ENV[k]
@@ -101,8 +98,6 @@ def fsdp_env(on: bool = True):
 def fsdp_config_yaml(processes: int) -> str:
     """The accelerate config file equivalent to this process's FSDP settings, for `accelerate launch
     --config_file`."""
-    import os
-
     import torch
 
     keys = {"FSDP_VERSION": "fsdp_version", "FSDP_AUTO_WRAP_POLICY": "fsdp_auto_wrap_policy",
@@ -132,11 +127,15 @@ def accelerator():
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     global _cpu_fsdp
+
+    def switch(kind: DistributedType, plugin: FullyShardedDataParallelPlugin | None) -> None:
+        acc.state.distributed_type = kind
+        PartialState._shared_state["distributed_type"] = kind
+        acc.state.fsdp_plugin = plugin
+
     acc = Accelerator(cpu=not torch.cuda.is_available())
     if _cpu_fsdp and not fsdp_requested():  # accelerate's state outlives a run: an earlier run's FSDP is undone
-        acc.state.distributed_type = DistributedType.MULTI_CPU
-        PartialState._shared_state["distributed_type"] = DistributedType.MULTI_CPU
-        acc.state.fsdp_plugin = None
+        switch(DistributedType.MULTI_CPU, None)
         _cpu_fsdp = False
     if fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
         plugin = FullyShardedDataParallelPlugin()  # its settings from the FSDP_* environment, as accelerate reads them
@@ -145,9 +144,7 @@ def accelerator():
 
             raise ConfigError(f"FSDP version {plugin.fsdp_version} on CPU: obliviate's CPU path runs FSDP2 only; set "
                               f"fsdp_version: 2 in the accelerate config (or FSDP_VERSION=2)")
-        acc.state.distributed_type = DistributedType.FSDP
-        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-        acc.state.fsdp_plugin = plugin
+        switch(DistributedType.FSDP, plugin)
         _cpu_fsdp = True
         return_large_blocks()
     return acc

@@ -34,3 +34,8 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False,
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (where its inputs go)."""
     return next(model.parameters()).device
+
+
+def base_of(model):
+    """The transformers model inside a peft wrapper (the model itself when it is not wrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
