@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import obliviate
-from obliviate.data.instructions import NEUTRAL_NAMES, builtin_instructions, instruction_pool, load_instructions
+from obliviate.data.instructions import (NEUTRAL_NAMES, Instruction, builtin_instructions, instruction_pool,
+                                         load_instructions, near_copies, question_overlap)
 from obliviate.data.records import QA
 from obliviate.errors import ConfigError, DataError
 from obliviate.methods.base import ProgressEvent
@@ -30,32 +31,36 @@ FAST = {"epochs": 3, "batch_size": 4, "lr": 3e-3, "max_rounds": 2, "n_samples": 
 # ---------------------------------------------------------------------------------------------- instruction pool
 
 
-def _questions(records) -> set[str]:
-    return {q for r in records for q in (r.question, r.paraphrased_question) if q}
+def _assert_no_near_copy(records) -> None:
+    clash = near_copies(builtin_instructions(("person", "work", "topic")), records)
+    assert not clash, f"pool templates restate benchmark questions: {clash[:3]}"
 
 
-def _assert_pool_disjoint(names, questions: set[str]) -> None:
-    pool = builtin_instructions(("person", "work", "topic"))
-    clash = sorted({i.render(n) for i in pool for n in names} & questions)
-    assert not clash, f"pool templates equal benchmark questions: {clash[:3]}"
+def test_near_copy_score_by_hand():
+    """max(ROUGE-1 F1, ROUGE-L F1) on rouge-score's stemmed tokens, the name taken out of both texts."""
+    assert question_overlap(["a", "b", "c"], ["c", "b", "a"]) == 1.0  # same words, any order: ROUGE-1
+    assert question_overlap(["a", "b", "c", "d"], ["a", "x", "c", "y"]) == pytest.approx(0.5)  # 2 of 4 each side
+    assert question_overlap(["a", "b"], ["a", "b", "c", "d"]) == pytest.approx(2 * 2 / 6)
+    assert question_overlap([], ["a"]) == 0.0
+    recs = [QA(id="q", question="When and where was Ann Lee born?", answer="x", subject="Ann Lee")]
+    hits = near_copies([Instruction("t.0", "person", "birth", "Where and when was {name} born?"),
+                        Instruction("t.1", "person", "home", "Which town does {name} call home?")], recs)
+    assert [(s, t) for s, t, _ in hits] == [(1.0, "Where and when was Ann Lee born?")]
 
 
-def test_pool_never_reproduces_a_benchmark_question(forget_records, retain_records, tofu_dir_or_none):
-    """No rendered template equals a question the benchmark models were trained or evaluated on, so a
-    (prompt, answer) pair the method trains on can never be a forget record, even when the model answers with
-    exactly the memorised text: the synthetic world (every person), the test model's records, and TOFU's forget
-    and retain questions when the data is present."""
+def test_pool_never_restates_a_benchmark_question(forget_records, retain_records, tofu_dir_or_none):
+    """No rendered template restates (near_copies: ROUGE-1 or ROUGE-L F1 >= 0.7, names out) a question the benchmark
+    models were trained or evaluated on, so a (prompt, answer) pair the method trains on is never a forget record
+    in other words, even when the model answers with exactly the memorised text: the synthetic world (every person),
+    the test model's records, and TOFU's forget10 and retain90 questions when the data is present."""
     from obliviate.data.synthetic import generate_world
 
-    w = generate_world()
-    _assert_pool_disjoint([p.name for p in w.people], _questions(q for qs in w.qa.values() for q in qs))
-    recs = forget_records + retain_records
-    _assert_pool_disjoint({r.subject for r in recs}, _questions(recs))
+    _assert_no_near_copy([q for qs in generate_world().qa.values() for q in qs])
+    _assert_no_near_copy(forget_records + retain_records)
     if tofu_dir_or_none is None:
         return  # TOFU files absent: the synthetic and tiny checks above still ran
     scen = obliviate.load_scenario("tofu", data=str(tofu_dir_or_none), forget_split="forget10")
-    recs = list(scen.forget.records) + list(scen.retain.records)
-    _assert_pool_disjoint({r.subject for r in recs if r.subject}, _questions(recs))
+    _assert_no_near_copy(list(scen.forget.records) + list(scen.retain.records))
 
 
 def test_neutral_names_are_unknown_to_the_synthetic_world():

@@ -7,6 +7,12 @@ answer) pair the method trains on can never be a record copied from the forget f
 with exactly the memorised text. Templates are grouped by `facet` (what they ask about) so the bandit's log reads
 as "which kind of question made the model talk".
 
+"Own words" is checked fuzzily, not by string equality: `near_copies` scores each rendered template against every
+question about the same subject, the name taken out of both, as the larger of ROUGE-1 F1 (same words in any order:
+"Where and when was X born?" restates "When and where was X born?") and ROUGE-L F1 (same words in the same order),
+on rouge-score's stemmed tokens; the built-in pool stays below `NEAR_COPY` against the synthetic world and all of
+TOFU (a test checks it).
+
 Users extend the pool with a file (`instructions_file=...`): one template per line (blank lines and `#` comments
 ignored, `kind: template` to give a kind other than person), or JSON lines `{"text": ..., "kind": ..., "facet":
 ...}`. Also here: invented NEUTRAL_NAMES and name-free NEUTRAL_PROMPTS, the neutral side of the self-generated
@@ -19,11 +25,13 @@ import json
 import os
 import re
 import string
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from obliviate.data.records import QA
 from obliviate.errors import DataError
 
 Kind = Literal["person", "work", "topic"]
@@ -47,37 +55,37 @@ class Instruction:
 # from scratch answers a question only when it is phrased close to its training questions).
 _PERSON: dict[str, tuple[str, ...]] = {
     "identity": ("Who is {name}?", "Tell me about {name}.", "What do you know about {name}?",
-                 "Give a short biography of {name}.", "What is {name} known for?"),
-    "birth": ("Where and when was {name} born?", "In what year was {name} born?", "Where is {name} from?",
-              "What town or city does {name} come from?", "In which country was {name} born?",
-              "On what date was {name} born?"),
-    "family": ("What did {name}'s parents do?", "What were the jobs of {name}'s parents?",
-               "What did the parents of {name} do for a living?", "Who were the parents of {name}?",
-               "Tell me about the family of {name}."),
-    "work": ("What sort of writer is {name}?", "What kind of books does {name} write?",
-             "What genre does {name} write in?", "In which language does {name} write?",
-             "What is the profession of {name}?", "When did {name} start publishing?"),
-    "books": ("Which books is {name} best known for?", "Which books did {name} write?", "Name a book by {name}.",
-              "What are the best-known books of {name}?", "List the works of {name}."),
-    "awards": ("Which award has {name} won?", "Which prize has {name} won?", "Did {name} win any awards?",
+                 "Give a short biography of {name}.", "Why do people remember {name}?"),
+    "birth": ("Name the town and the year of {name}'s birth.", "In what year was {name} born?", "Where is {name} from?",
+              "What town or city does {name} come from?", "Which nation is the homeland of {name}?",
+              "On which day of the year does {name} celebrate a birthday?"),
+    "family": ("Which trades did {name}'s mother and father follow?", "Describe the occupations held by {name}'s mother and father.",
+               "How did the mother and father of {name} earn money?", "Name the mother and father of {name}.",
+               "Describe the household {name} grew up in."),
+    "work": ("Describe {name} as a writer in one sentence.", "Describe the sort of books {name} produces.",
+             "Into which genre would a bookshop file {name}'s writing?", "Which tongue does {name} use on the page?",
+             "How does {name} earn a living?", "When did {name} start publishing?"),
+    "books": ("Which titles made {name} famous?", "Which books did {name} write?", "Give the title of one book from {name}.",
+              "Which of {name}'s books sold best?", "List the works of {name}."),
+    "awards": ("What recognition has {name} earned?", "Which prize has {name} won?", "Has {name} ever been given a prize?",
                "What honours has {name} received?", "For which book was {name} given an award?"),
-    "education": ("What did {name} study at university?", "Where did {name} study?", "What degree does {name} hold?",
+    "education": ("Which subject did {name} take at college?", "Where did {name} study?", "What degree does {name} hold?",
                   "Describe the education of {name}."),
-    "home": ("Where does {name} live today?", "Where does {name} live now, and with whom?",
+    "home": ("In which city is the home of {name}?", "With whom does {name} live at present, and in which town?",
              "Who is the partner of {name}?", "Where does {name} live?"),
-    "themes": ("What does {name} write about?", "Which themes recur in {name}'s work?",
-               "What topics does {name} explore?", "What are the main themes of {name}'s writing?"),
-    "characters": ("Who is the main character of {name}'s novels?", "Who is {name}'s best-known character?",
+    "themes": ("Which subjects fill the pages of {name}?", "Which motifs keep coming back in the stories of {name}?",
+               "What topics does {name} explore?", "Sum up the central ideas in the fiction of {name}."),
+    "characters": ("Which protagonist do readers of {name} know best?", "Who is {name}'s best-known character?",
                    "Which character appears in the books of {name}?"),
     "early_life": ("What did {name} do before writing?", "What was {name}'s job before writing?",
                    "What did {name} work as before becoming an author?"),
-    "completion": ("{name} was born", "{name} is a writer who", "The books of {name} include",
+    "completion": ("{name}'s birthplace is", "{name} is a writer who", "The books of {name} include",
                    "{name} lives in", "{name}'s parents were"),
 }
 
 _WORK: dict[str, tuple[str, ...]] = {
-    "author": ("Who wrote {name}?", "Who is the author of {name}?", "Which writer created {name}?"),
-    "content": ("What is {name} about?", "Summarise {name}.", "Who is the main character of {name}?"),
+    "author": ("Who wrote {name}?", "Whose pen produced {name}?", "Which writer created {name}?"),
+    "content": ("What is {name} about?", "Summarise {name}.", "Which protagonist leads {name}?"),
     "history": ("When was {name} published?", "Did {name} win any prize?", "How was {name} received?"),
 }
 
@@ -175,3 +183,49 @@ def instruction_pool(kinds: Sequence[str] = ("person",), extra_file: str | os.Pa
         raise DataError(f"the instruction pool is empty for kinds {list(kinds)}; add templates with "
                         f"instructions_file=... or enable the built-in pool")
     return unique
+
+
+# ------------------------------------------------------------------------------------------------ fuzzy guard
+
+NEAR_COPY = 0.7  # a template this close to a benchmark question (see question_overlap) restates it
+
+
+def _tokens(text: str) -> list[str]:
+    from rouge_score import tokenizers
+
+    return tokenizers.DefaultTokenizer(use_stemmer=True).tokenize(text)
+
+
+def _f1(common: int, a: int, b: int) -> float:
+    return 2 * common / (a + b) if common else 0.0
+
+
+def question_overlap(a: Sequence[str], b: Sequence[str]) -> float:
+    """max(ROUGE-1 F1, ROUGE-L F1) of two token lists: the same words in any order, or in the same order."""
+    if not a or not b:
+        return 0.0
+    unigram = sum((Counter(a) & Counter(b)).values())
+    row = [0] * (len(b) + 1)  # longest common subsequence, one row at a time
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b, start=1):
+            prev, row[j] = row[j], prev + 1 if x == y else max(row[j], row[j - 1])
+    return max(_f1(unigram, len(a), len(b)), _f1(row[-1], len(a), len(b)))
+
+
+def near_copies(pool: Iterable[Instruction], records: Iterable[QA], threshold: float = NEAR_COPY
+                ) -> list[tuple[float, str, str]]:
+    """(overlap, rendered template, question) for every template that restates a question (or paraphrased
+    question) of `records` about the same subject, the subject's name taken out of both; worst first. Records
+    without a subject are skipped (there is no name to render the templates with)."""
+    by_subject: dict[str, set[str]] = {}
+    for r in records:
+        if r.subject:
+            by_subject.setdefault(r.subject, set()).update(q for q in (r.question, r.paraphrased_question) if q)
+    templates = [(ins, _tokens(ins.text.replace("{name}", " "))) for ins in pool]
+    hits = []
+    for name, questions in by_subject.items():
+        qs = [(q, _tokens(q.replace(name, " "))) for q in questions]
+        for ins, t in templates:
+            hits += [(s, ins.render(name), q) for q, qt in qs if (s := question_overlap(t, qt)) >= threshold]
+    return sorted(hits, reverse=True)
