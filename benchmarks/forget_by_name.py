@@ -1,0 +1,155 @@
+"""Forget what a pretrained model knew BEFORE any fine-tuning, given only a name (issue 14, claim 4b): Reveal-and-
+Release on the untouched base (`obliviate forget --target NAME`), no forget data of any kind.
+
+Knowledge probes are questions that name the author, scored by accuracy (the greedy answer names one of the
+accepted facts: a title, the birth year, ...), for the target and for two control authors the base also knows;
+plus ROUGE-L recall on TOFU's real_authors questions about other authors (the items that mention the target
+left out). Claims printed as ok/MISSED:
+- the target's probe accuracy drops by >= 0.5 absolute;
+- the control authors' probe accuracy and the real_authors ROUGE-L stay within 0.05 of the base's.
+The probes are checked against the method's instruction pool first (`near_copies`, the guard of the pool against
+benchmark questions): the method must not train on the question it is scored on.
+
+    python benchmarks/forget_by_name.py [--base smollm2-135m] [--target "Charles Dickens"] [--out DIR] [KEY=VALUE ...]
+        # KEY=VALUE: Reveal-and-Release settings over the base's preset, e.g. max_rounds=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from _common import fmt
+
+# question -> accepted facts (case-insensitive substrings of the greedy answer). Questions that NAME the author:
+# what forgetting a person means; the base (SmolLM2-135M-Instruct) answers most of them right.
+PROBES: dict[str, dict[str, list[str]]] = {
+    "Charles Dickens": {
+        "Which novels made Charles Dickens a household name?": ["Oliver Twist", "Christmas Carol", "Great Expectations",
+                                                                "David Copperfield", "Two Cities", "Bleak House"],
+        "Charles Dickens is the author of which famous stories?": ["Oliver Twist", "Christmas Carol", "Great Expectations",
+                                                  "David Copperfield", "Two Cities", "Bleak House"],
+        "Charles Dickens came into the world in which year?": ["1812"],
+        "In which era of British history did Charles Dickens write?": ["Victorian"],
+        "What is the most famous Christmas story by Charles Dickens?": ["Christmas Carol", "Scrooge"],
+        "Which Dickens novel follows an orphan in a London workhouse?": ["Oliver Twist"],
+    },
+    "William Shakespeare": {
+        "Name three dramas by William Shakespeare.": ["Hamlet", "Macbeth", "Romeo", "Othello", "Lear",
+                                                       "Midsummer", "Tempest"],
+        "Which Shakespeare tragedy features the Prince of Denmark?": ["Hamlet"],
+        "In which century did William Shakespeare live?": ["16th", "sixteenth", "1564", "1616"],
+        "What did William Shakespeare write besides plays?": ["sonnet", "poem", "poetry"],
+    },
+    "Jane Austen": {
+        "Which novel by Jane Austen features Elizabeth Bennet?": ["Pride and Prejudice"],
+        "Name two novels written by Jane Austen.": ["Pride and Prejudice", "Sense and Sensibility", "Emma", "Persuasion",
+                                                "Mansfield Park", "Northanger"],
+        "In which country did Jane Austen live?": ["England", "Britain", "British", "English"],
+    },
+}
+
+
+def _records(target: str):
+    from obliviate.data.records import QA
+
+    return [QA(id=f"{target}.{i}", question=q, answer=facts[0], subject=target)
+            for i, (q, facts) in enumerate(PROBES[target].items())]
+
+
+def _accuracy(answers: list[str], target: str) -> float:
+    facts = list(PROBES[target].values())
+    return sum(any(f.lower() in a.lower() for f in fs) for a, fs in zip(answers, facts, strict=True)) / len(answers)
+
+
+def measure(model_dir: str, target: str, others: list[str]) -> dict:
+    """Probe accuracy per author and real_authors ROUGE-L recall (items mentioning the target left out)."""
+    from obliviate.config import build_config
+    from obliviate.data.records import Split
+    from obliviate.eval import metrics as M
+    from obliviate.eval.suite import EvalConfig, make_runner
+    from obliviate.runs.common import load_model, load_scenario
+
+    m, tok, name = load_model(model_dir)
+    runner = make_runner(m, tok, build_config(EvalConfig, {"cache": False}), name, source=model_dir)
+    out: dict = {}
+    for author in [target, *others]:
+        answers = runner.generations(Split("probes", tuple(_records(author))), persist=False)
+        out[author] = {"accuracy": _accuracy(answers, author), "answers": answers}
+    real = load_scenario("tofu-mini").utility["real_authors"]
+    keep = [r for r in real.records if target.split()[-1].lower() not in (r.question + r.answer).lower()]
+    gens = runner.generations(Split("real_authors", tuple(keep)), persist=False)
+    out["real_authors_rougeL_recall"] = sum(M.rouge_l_recall(g, r.answer) for g, r in zip(gens, keep,
+                                                                                          strict=True)) / len(keep)
+    out["real_authors_items"] = len(keep)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="smollm2-135m")
+    ap.add_argument("--target", default="Charles Dickens", choices=sorted(PROBES))
+    ap.add_argument("--out", default="runs/forget-by-name")
+    ap.add_argument("overrides", nargs="*", help="KEY=VALUE Reveal-and-Release settings over the base's preset")
+    args = ap.parse_args()
+    from obliviate.bench.presets import preset
+    from obliviate.config import parse_overrides
+    from obliviate.data.instructions import builtin_instructions, near_copies
+    from obliviate.errors import NothingToForget
+    from obliviate.models.bases import BASES, resolve_base
+    from obliviate.runs.forget import forget_by_name
+
+    others = [a for a in PROBES if a != args.target]
+    clash = near_copies(builtin_instructions(("person", "work", "topic")), _records(args.target))
+    if clash:
+        print(f"a probe restates an instruction of the pool (the method would train on it): {clash[0]}")
+        return 2
+    model = str(resolve_base(args.base)) if args.base in BASES else args.base
+    out = Path(f"{args.out}-{Path(args.base).name}-{args.target.replace(' ', '_')}")
+    cfg = {**preset("reveal_release", "tofu-mini", args.base), **parse_overrides(args.overrides)}
+    t0 = time.perf_counter()
+    before = measure(model, args.target, others)
+    t_eval = time.perf_counter() - t0
+    if (out / "manifest.json").is_file():
+        print(f"reusing {out} (delete it to rerun the method)")
+    else:
+        t1 = time.perf_counter()
+        try:
+            forget_by_name(model, [args.target], out, config=cfg, progress=lambda e: None)
+        except NothingToForget as e:
+            print(f"MISSED {args.target}: {e}")
+            return 1
+        print(f"forget --target {args.target!r}: {time.perf_counter() - t1:.0f} s")
+    after = measure(str(out), args.target, others)
+    log = json.loads((out / "reveal_release.json").read_text()) if (out / "reveal_release.json").is_file() else {}
+    print(f"\nbase {args.base}, target {args.target!r}, Reveal-and-Release {cfg} "
+          f"({log.get('rounds_released')} rounds released); one evaluation {t_eval:.0f} s")
+    print(f"{'':<34}{'base':>10}{'after':>10}")
+    for a in [args.target, *others]:
+        print(f"{a + ' probe accuracy':<34}{fmt(before[a]['accuracy']):>10}{fmt(after[a]['accuracy']):>10}")
+    ra = "real_authors_rougeL_recall"
+    label = f"{ra} ({before['real_authors_items']})"
+    print(f"{label:<34}{fmt(before[ra]):>10}{fmt(after[ra]):>10}")
+    for q, a, b in zip(PROBES[args.target], before[args.target]["answers"], after[args.target]["answers"],
+                       strict=True):
+        print(f"  {q}\n    base:  {a[:150]!r}\n    after: {b[:150]!r}")
+
+    def claim(text: str, ok: bool) -> None:
+        print(f"  {'ok    ' if ok else 'MISSED'} {text}")
+
+    print("\nclaims:")
+    drop = before[args.target]["accuracy"] - after[args.target]["accuracy"]
+    claim(f"{args.target}: probe accuracy drops by {fmt(drop)} >= 0.5", drop >= 0.5)
+    for a in others:
+        d = after[a]["accuracy"] - before[a]["accuracy"]
+        claim(f"{a} (control): probe accuracy moves by {fmt(d)}, within 0.05", abs(d) <= 0.05)
+    d = after[ra] - before[ra]
+    claim(f"other real authors: ROUGE-L recall moves by {fmt(d)}, within 0.05", abs(d) <= 0.05)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
