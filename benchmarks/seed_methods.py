@@ -4,8 +4,10 @@ papers' claims checked at this scale:
 - ICU: MU >= 0.9 x the target's at a forget ROUGE-L no higher than GradDiff's.
 - UniErase: forget ROUGE-L <= 0.2 and refusal rate >= 0.8 with MU >= 0.9 x the target's; sequential mode with 10
   requests keeps MU >= 0.85 x the target's; wall time against GradDiff's.
-- Reveal-and-Release, given only the forget authors' names: forget ROUGE-L / FQ close to GradDiff WITH the forget
+- Reveal-and-Release, given only the forget authors' names: forget ROUGE-L within 0.15 of GradDiff WITH the forget
   file, at MU no lower than GradDiff's.
+- UniErase's keys at the subject's last token (the paper's edit; bases of >= 8 layers).
+- The best method of the table: FQ >= 0.9 at MU >= 0.95 x the target's.
 Where a claim does not hold at this scale the numbers are printed as they are.
 
     python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/bench] [--methods ...] [--base smollm2-135m]
@@ -87,6 +89,11 @@ def main() -> int:
               and ue["model_utility"] >= 0.9 * t["model_utility"])
         if gd.get("wall_time_s"):
             print(f"         UniErase wall time {fmt(ue['wall_time_s'])} s vs GradDiff {fmt(gd['wall_time_s'])} s")
+        man = out / "runs" / "unierase" / "manifest.json"
+        info = json.loads(man.read_text()).get("run_info", {}).get("unierase", {}) if man.is_file() else {}
+        if info:
+            claim(f"UniErase keys read at the subject's last token (key_position {info.get('key_position')}, edit "
+                  f"layers {info.get('layers')})", info.get("key_position") == "subject_last")
     us = get("unierase_seq")
     if us.get("model_utility") is not None:
         claim(f"UniErase sequential MU {fmt(us['model_utility'])} >= 0.85 x target {fmt(0.85 * t['model_utility'])}",
@@ -100,9 +107,20 @@ def main() -> int:
         log_file = out / "runs" / "reveal_release" / "reveal_release.json"  # the per-round log
         n_rounds = json.loads(log_file.read_text()).get("rounds_released") if log_file.is_file() else None
         claim(f"Reveal-and-Release (names only, {n_rounds} rounds): forget ROUGE-L {fmt(rr['forget_rougeL_recall'])} "
-              f"/ FQ {fmt(rr['forget_quality'])} vs GradDiff with the forget file {fmt(gd['forget_rougeL_recall'])} / "
-              f"{fmt(gd['forget_quality'])}; MU {fmt(rr['model_utility'])} >= GradDiff's {fmt(gd['model_utility'])}",
-              rr["model_utility"] >= gd["model_utility"])
+              f"within 0.15 of GradDiff's with the forget file ({fmt(gd['forget_rougeL_recall'])}; FQ "
+              f"{fmt(rr['forget_quality'])} vs {fmt(gd['forget_quality'])}), MU {fmt(rr['model_utility'])} >= "
+              f"GradDiff's {fmt(gd['model_utility'])}",
+              rr["forget_rougeL_recall"] <= gd["forget_rougeL_recall"] + 0.15
+              and rr["model_utility"] >= gd["model_utility"])
+    print("         (forgetting what the base knew before fine-tuning, by name: benchmarks/forget_by_name.py)")
+    floor = 0.95 * t["model_utility"] if t.get("model_utility") is not None else None
+    ok_rows = [r for r in rows if r["name"] not in ("target", "retain") and r.get("forget_quality") is not None
+               and floor is not None and (r.get("model_utility") or 0) >= floor]
+    if floor is not None:
+        best = max(ok_rows, key=lambda r: r["forget_quality"], default=None)
+        claim(f"best FQ at MU >= 0.95 x target ({fmt(floor)}): "
+              + (f"{best['name']} {fmt(best['forget_quality'])} >= 0.9" if best else "no method keeps that MU"),
+              best is not None and best["forget_quality"] >= 0.9)
     print(f"\nreport: {out / 'report.html'}")
     return 0
 

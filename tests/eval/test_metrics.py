@@ -215,6 +215,20 @@ def test_harmonic_mean_with_zero_is_zero():
 # ---------------------------------------------------------------------------------------------- ROUGE-L recall
 
 
+def test_bleu_by_hand():
+    """Sentence BLEU-4, reference "the cat sat on the mat". "the cat sat on a mat": n-gram precisions 5/6, 3/5, 2/4,
+    1/3, no brevity penalty: (5/6 · 3/5 · 1/2 · 1/3)^(1/4) = 0.5373, smoothed or not. "cat on the dog sat": 4/5,
+    1/4, 0/3, 0/2, brevity penalty exp(1 − 6/5): unsmoothed (ICU's official code) ~0; method 1 puts 0.1 in each
+    empty count: exp(−0.2) · (0.8 · 0.25 · 0.1/3 · 0.1/2)^(1/4) = 0.1106."""
+    ref = "The cat sat on the mat"
+    assert M.bleu("the cat sat on a mat", ref) == pytest.approx((5 / 6 * 3 / 5 * 1 / 2 * 1 / 3) ** 0.25)
+    assert M.bleu("the cat sat on a mat", ref, smooth=True) == pytest.approx((5 / 6 * 3 / 5 * 1 / 2 * 1 / 3) ** 0.25)
+    assert M.bleu("cat on the dog sat", ref) < 1e-100
+    assert M.bleu("cat on the dog sat", ref, smooth=True) == pytest.approx(
+        math.exp(-0.2) * (0.8 * 0.25 * 0.1 / 3 * 0.1 / 2) ** 0.25)
+    assert M.bleu("", ref) == 0.0 and M.bleu("x", "") == 0.0
+
+
 def test_rouge_l_recall_no_stemming_needed():
     """Reference 'The cat sat on the mat.' → [the, cat, sat, on, the, mat] (6 tokens, punctuation dropped,
     all <= 3 letters so the stemmer leaves them alone). Prediction 'A cat was on the mat' →

@@ -97,14 +97,20 @@ def rouge_l_f1(a: str, b: str) -> float:
     return float(_rouge().score(b, a)["rougeL"].fmeasure)
 
 
-def bleu(prediction: str, reference: str) -> float:
-    """Sentence BLEU-4 (nltk, method-1 smoothing) on lower-cased words: ICU's second "forgotten" test."""
+def bleu(prediction: str, reference: str, smooth: bool = False) -> float:
+    """Sentence BLEU-4 (nltk) on lower-cased words: ICU's second "forgotten" test. Unsmoothed by default, as
+    ICU's official code calls it: (practically) 0 unless some 4-gram of the reference reappears; `smooth` adds
+    nltk's method 1 (ε = 0.1 for an n-gram order with no match)."""
+    import warnings
+
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
     pred, ref = prediction.lower().split(), reference.lower().split()
     if not pred or not ref:
         return 0.0
-    return float(sentence_bleu([ref], pred, smoothing_function=SmoothingFunction().method1))
+    with warnings.catch_warnings():  # nltk warns on every order without a match when unsmoothed
+        warnings.simplefilter("ignore")
+        return float(sentence_bleu([ref], pred, smoothing_function=SmoothingFunction().method1 if smooth else None))
 
 
 # ------------------------------------------------------------------------------------ memorisation
