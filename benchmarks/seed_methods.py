@@ -113,11 +113,10 @@ def main() -> int:
               rr["forget_rougeL_recall"] <= gd["forget_rougeL_recall"] + 0.15
               and rr["model_utility"] >= gd["model_utility"])
     print("         (forgetting what the base knew before fine-tuning, by name: benchmarks/forget_by_name.py)")
-    floor = 0.95 * t["model_utility"] if t.get("model_utility") is not None else None
-    ok_rows = [r for r in rows if r["name"] not in ("target", "retain") and r.get("forget_quality") is not None
-               and floor is not None and (r.get("model_utility") or 0) >= floor]
-    if floor is not None:
-        best = max(ok_rows, key=lambda r: r["forget_quality"], default=None)
+    if t.get("model_utility") is not None:
+        floor = 0.95 * t["model_utility"]
+        best = max((r for r in rows if r["name"] not in ("target", "retain") and r.get("forget_quality") is not None
+                    and (r.get("model_utility") or 0) >= floor), key=lambda r: r["forget_quality"], default=None)
         claim(f"best FQ at MU >= 0.95 x target ({fmt(floor)}): "
               + (f"{best['name']} {fmt(best['forget_quality'])} >= 0.9" if best else "no method keeps that MU"),
               best is not None and best["forget_quality"] >= 0.9)
