@@ -48,6 +48,24 @@ def test_near_copy_score_by_hand():
     assert [(s, t) for s, t, _ in hits] == [(1.0, "Where and when was Ann Lee born?")]
 
 
+def test_near_copy_score_matches_rouge_score():
+    """The pool guard's own ROUGE-1 / ROUGE-L (pre-tokenised, for speed over thousands of pairs) agrees with
+    rouge-score's scorer on real question pairs."""
+    from rouge_score import rouge_scorer
+
+    from obliviate.data.instructions import _tokens
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    pairs = [("Where and when was born?", "When and where was born?"),
+             ("What genre is known for writing?", "Which genres did the author write in, and why?"),
+             ("What awards has received for the novels?", "Has won any literary awards for writing?"),
+             ("Which town does call home?", "In which city was born, and what did the parents do?")]
+    for a, b in pairs:
+        ref = scorer.score(b, a)
+        want = max(ref["rouge1"].fmeasure, ref["rougeL"].fmeasure)
+        assert question_overlap(_tokens(a), _tokens(b)) == pytest.approx(want), (a, b)
+
+
 def test_pool_never_restates_a_benchmark_question(forget_records, retain_records, tofu_dir_or_none):
     """No rendered template restates (near_copies: ROUGE-1 or ROUGE-L F1 >= 0.7, names out) a question the benchmark
     models were trained or evaluated on, so a (prompt, answer) pair the method trains on is never a forget record

@@ -160,7 +160,9 @@ class ICU(GradientMethod):
         forget = Split("forget", tuple(self.ctx.forget))
         vals = {}
         for name, split in (("forget", forget), ("holdout", scen.holdout)):
-            conts = runner.el_continuations(split, cfg.el_n)
+            # settle: a decode stops once its n-gram overlap can only stay 0 (EL_n unchanged, far fewer steps on a
+            # model that no longer knows the answers, which is every model this check runs on)
+            conts = runner.el_continuations(split, cfg.el_n, settle=True)
             answers = runner.answer_ids(split)
             el = [M.extraction_likelihood(c, a, cfg.el_n) for c, a in zip(conts, answers, strict=True)]
             ma = [M.exact_memorization(s.correct) for s in runner.split_stats(split)["answer"]]
