@@ -4,19 +4,23 @@ Release on the untouched base (`obliviate forget --target NAME`), no forget data
 Knowledge probes are questions that name the author, scored by accuracy (the greedy answer names one of the
 accepted facts: a title, the birth year, ...), for the target and for two control authors the base also knows;
 plus ROUGE-L recall on TOFU's real_authors questions about other authors (the items that mention the target
-left out). Claims printed as ok/MISSED:
+left out, and those that mention a name the run was told to keep, `keep_names`). Claims printed as ok/MISSED:
 - the target's probe accuracy drops by >= 0.5 absolute;
 - the control authors' probe accuracy and the real_authors ROUGE-L stay within 0.05 of the base's.
 The probes are checked against the method's instruction pool first (`near_copies`, the guard of the pool against
 benchmark questions): the method must not train on the question it is scored on.
 
     python benchmarks/forget_by_name.py [--base smollm2-135m] [--target "Charles Dickens"] [--out DIR] [KEY=VALUE ...]
-        # KEY=VALUE: Reveal-and-Release settings over the base's preset, e.g. max_rounds=2
+        # KEY=VALUE: Reveal-and-Release settings over the base's preset, e.g. max_rounds=2, or
+        # 'keep_names=["Mark Twain","Jules Verne"]' (other real authors whose answers the retain data keeps: never
+        # the target or a control, and the real_authors items naming them are not scored)
+    Each setting gets its own output directory (a hash of the overrides), reused by a rerun with the same ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -65,8 +69,13 @@ def _accuracy(answers: list[str], target: str) -> float:
     return sum(any(f.lower() in a.lower() for f in fs) for a, fs in zip(answers, facts, strict=True)) / len(answers)
 
 
-def measure(model_dir: str, target: str, others: list[str]) -> dict:
-    """Probe accuracy per author and real_authors ROUGE-L recall (items mentioning the target left out)."""
+def _mentions(text: str, names: list[str]) -> bool:
+    return any(n.split()[-1].lower() in text.lower() for n in names)
+
+
+def measure(model_dir: str, target: str, others: list[str], kept: list[str]) -> dict:
+    """Probe accuracy per author and real_authors ROUGE-L recall (items mentioning the target or a kept name left
+    out)."""
     from obliviate.config import build_config
     from obliviate.data.records import Split
     from obliviate.eval import metrics as M
@@ -80,7 +89,7 @@ def measure(model_dir: str, target: str, others: list[str]) -> dict:
         answers = runner.generations(Split("probes", tuple(_records(author))), persist=False)
         out[author] = {"accuracy": _accuracy(answers, author), "answers": answers}
     real = load_scenario("tofu-mini").utility["real_authors"]
-    keep = [r for r in real.records if target.split()[-1].lower() not in (r.question + r.answer).lower()]
+    keep = [r for r in real.records if not _mentions(r.question + r.answer, [target, *kept])]
     gens = runner.generations(Split("real_authors", tuple(keep)), persist=False)
     out["real_authors_rougeL_recall"] = sum(M.rouge_l_recall(g, r.answer) for g, r in zip(gens, keep,
                                                                                           strict=True)) / len(keep)
@@ -108,10 +117,17 @@ def main() -> int:
         print(f"a probe restates an instruction of the pool (the method would train on it): {clash[0]}")
         return 2
     model = str(resolve_base(args.base)) if args.base in BASES else args.base
-    out = Path(f"{args.out}-{Path(args.base).name}-{args.target.replace(' ', '_')}")
-    cfg = {**preset("reveal_release", "tofu-mini", args.base), **parse_overrides(args.overrides)}
+    over = parse_overrides(args.overrides)
+    kept = list(over.get("keep_names", []))
+    if _mentions(" ".join(kept), [args.target, *others]):
+        print(f"keep_names {kept} names the target or a control author ({[args.target, *others]}): it would train "
+              f"on what is scored; keep other authors")
+        return 2
+    tag = "" if not over else "-" + hashlib.sha1(json.dumps(over, sort_keys=True).encode()).hexdigest()[:8]
+    out = Path(f"{args.out}-{Path(args.base).name}-{args.target.replace(' ', '_')}{tag}")
+    cfg = {**preset("reveal_release", "tofu-mini", args.base), **over}
     t0 = time.perf_counter()
-    before = measure(model, args.target, others)
+    before = measure(model, args.target, others, kept)
     t_eval = time.perf_counter() - t0
     if (out / "manifest.json").is_file():
         print(f"reusing {out} (delete it to rerun the method)")
@@ -123,7 +139,7 @@ def main() -> int:
             print(f"MISSED {args.target}: {e}")
             return 1
         print(f"forget --target {args.target!r}: {time.perf_counter() - t1:.0f} s")
-    after = measure(str(out), args.target, others)
+    after = measure(str(out), args.target, others, kept)
     log = json.loads((out / "reveal_release.json").read_text()) if (out / "reveal_release.json").is_file() else {}
     print(f"\nbase {args.base}, target {args.target!r}, Reveal-and-Release {cfg} "
           f"({log.get('rounds_released')} rounds released); one evaluation {t_eval:.0f} s")
