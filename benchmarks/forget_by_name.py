@@ -20,7 +20,6 @@ benchmark questions): the method must not train on the question it is scored on.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -109,6 +108,7 @@ def main() -> int:
     from obliviate.data.instructions import builtin_instructions, near_copies
     from obliviate.errors import NothingToForget
     from obliviate.models.bases import BASES, resolve_base
+    from obliviate.utils.hashing import stable_hash
     from obliviate.runs.forget import forget_by_name
 
     others = [a for a in PROBES if a != args.target]
@@ -123,7 +123,7 @@ def main() -> int:
         print(f"keep_names {kept} names the target or a control author ({[args.target, *others]}): it would train "
               f"on what is scored; keep other authors")
         return 2
-    tag = "" if not over else "-" + hashlib.sha1(json.dumps(over, sort_keys=True).encode()).hexdigest()[:8]
+    tag = "" if not over else "-" + stable_hash(over, 8)
     out = Path(f"{args.out}-{Path(args.base).name}-{args.target.replace(' ', '_')}{tag}")
     cfg = {**preset("reveal_release", "tofu-mini", args.base), **over}
     t0 = time.perf_counter()
