@@ -100,3 +100,29 @@ def test_compat_tokenizes_jointly_and_rejects_separate():
         build_config(EvalConfig, {"compat": "openunlearning", "tokenize": "separate"}, where="eval config")
     with pytest.raises(ConfigError, match="compat: Input should be 'none' or 'openunlearning'"):
         build_config(EvalConfig, {"compat": "open-unlearning"}, where="eval config")
+
+
+def _stats(logps) -> TokenStats:
+    n = len(logps)
+    return TokenStats(np.array(logps, dtype=float), np.ones(n, dtype=bool), np.zeros(n), np.ones(n))
+
+
+class PerturbedRunner(FakeRunner):
+    """One item whose answer, paraphrase and two perturbed answers have different mean NLLs: answer L̄ 0.5,
+    paraphrase L̄ 1.0, perturbed L̄ 2.0 and 3.0."""
+
+    def split_stats(self, split):
+        return {"answer": [_stats([-0.5])], "para": [_stats([-1.0, -1.0])],
+                "pert": [[_stats([-2.0]), _stats([-3.0, -3.0])]]}
+
+
+@pytest.mark.parametrize("compat", ["none", "openunlearning"])
+def test_truth_ratio_reads_the_paraphrase_and_norm_prob_the_answer(compat):
+    """TR = exp(−mean(2, 3) + L̄_para 1.0) = e^−1.5 = 0.22313 (the ANSWER's L̄ would give e^−2); the normalised
+    probability reads the answer: e^−0.5 / (e^−0.5 + e^−2 + e^−3) = 0.766157 (with the paraphrase: 0.665); the
+    probability e^−0.5 = 0.60653. OpenUnlearning's 1e-10 moves neither at these sizes."""
+    split = Split("retain", (QA("x", "q?", "a."),))
+    v = item_values(PerturbedRunner(), split, EvalConfig(compat=compat), generate=False, el=False, mia=False)["x"]
+    assert v["truth_ratio"] == pytest.approx(0.223130, abs=1e-6)
+    assert v["norm_prob"] == pytest.approx(0.766157, abs=1e-6)
+    assert v["prob"] == pytest.approx(0.606531, abs=1e-6)

@@ -262,3 +262,18 @@ def test_runner_serves_cached_passes_only_for_the_same_weights(tmp_path, monkeyp
     other = R.ModelRunner(edited, tok, cache=PassCache(tmp_path)).logprobs(pairs)
     assert len(list(tmp_path.rglob("*.npz"))) == 2
     assert any((x.logps != y.logps).any() for x, y in zip(first, other))
+
+
+def test_token_stats_by_hand():
+    """ThreeToOne at every position: p = (3/4, 1/4). Min-K%++'s moments of log p under p: μ = ¾ ln ¾ + ¼ ln ¼ =
+    −0.562335; σ = √(p(1−p))·|ln(p₀/p₁)| = √(3/16)·ln 3 = 0.475714 (a two-point distribution). The argmax is token
+    0, so A's answer [0, 0] is right at both positions and B's [1] wrong; log p per token ln ¾, ln ¾ / ln ¼."""
+    stats = logprob_pass(ThreeToOne(), SEQS, pad_id=0)
+    mu, sigma = 0.75 * math.log(0.75) + 0.25 * math.log(0.25), math.sqrt(3 / 16) * math.log(3)
+    assert mu == pytest.approx(-0.562335, abs=1e-6) and sigma == pytest.approx(0.475714, abs=1e-6)
+    a, b, c = stats
+    assert a.correct.tolist() == [True, True] and b.correct.tolist() == [False] and len(c.correct) == 0
+    assert a.logps.tolist() == pytest.approx([-A, -A], abs=1e-6) and b.logps.tolist() == pytest.approx([-B], abs=1e-6)
+    for s in (a, b):
+        assert s.mu.tolist() == pytest.approx([mu] * len(s.mu), abs=1e-6)
+        assert s.sigma.tolist() == pytest.approx([sigma] * len(s.sigma), abs=1e-5)

@@ -250,6 +250,11 @@ def test_simnpo_gradient_pushes_likelihood_down():
     logps = torch.tensor([-1.0, -6.0], requires_grad=True)
     L.simnpo_loss(logps, torch.tensor([2, 3]), beta=4.5).backward()
     assert (logps.grad > 0).all()
+    # By hand: loss = −(2/β)·mean_i ln σ(β·L̄_i), L̄_i = −logp_i/len_i, so ∂/∂logp_i = (2/N)·σ(−β·L̄_i)/len_i:
+    # L̄ = (0.5, 2): (σ(−2.25)/2, σ(−9)/3) = (0.047675, 4.1132e-5).
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert logps.grad.tolist() == pytest.approx([sig(-2.25) / 2, sig(-9.0) / 3], rel=1e-5)
+    assert logps.grad.tolist() == pytest.approx([0.047675, 4.1132e-5], rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- DPO
@@ -505,3 +510,44 @@ def test_new_token_losses_ignore_masked_positions():
              (lambda lg, rf: L.ceu_loss(lg, labels, 1)), (lambda lg, rf: L.logit_margin_loss(lg, labels))]
     for fn in pairs:
         assert float(fn(wild, wild_ref)) == pytest.approx(float(fn(logits, ref)), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- step denominators
+
+
+def test_denominator_replaces_the_token_count():
+    """With `denom` the engine's step denominator divides the sum instead of this batch's own token count:
+    nll_loss on the workhorse example sums −(ln ¾ + ln ½) = ln(8/3) over 2 tokens; denom 4 gives ln(8/3)/4 = 0.245207
+    (without it ln(8/3)/2)."""
+    assert float(L.nll_loss(LOGITS, LABELS, denom=4)) == pytest.approx(math.log(8 / 3) / 4, abs=1e-6)
+    assert float(L.nll_loss(LOGITS, LABELS, denom=4)) == pytest.approx(0.245207, abs=1e-6)
+    assert float(L.nll_loss(LOGITS, LABELS)) == pytest.approx(math.log(8 / 3) / 2, abs=1e-6)
+
+
+_REF = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(7))  # a frozen model's logits
+TOKEN_MEAN_LOSSES = {  # (logits, labels, reference logits, denom) -> loss
+    "nll": lambda lg, lb, ref, d: L.nll_loss(lg, lb, d),
+    "kl": lambda lg, lb, ref, d: L.kl_loss(ref, lg, lb, d),
+    "cross_entropy_to": lambda lg, lb, ref, d: L.cross_entropy_to(ref, lg, lb, d),
+    "wga": lambda lg, lb, ref, d: L.wga_loss(lg, lb, 1.5, d),
+    "satimp": lambda lg, lb, ref, d: L.satimp_loss(lg, lb, 5.0, 1.0, d),
+    "undial": lambda lg, lb, ref, d: L.undial_loss(ref, lg, lb, 3.0, d),
+    "ceu": lambda lg, lb, ref, d: L.ceu_loss(lg, lb, 0, d),
+    "logit_margin": lambda lg, lb, ref, d: L.logit_margin_loss(lg, lb, d),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOKEN_MEAN_LOSSES))
+def test_micro_batches_with_the_step_denominator_sum_to_the_full_batch(name):
+    """Exact gradient accumulation (and the all-reduced token count under DDP/FSDP): the batch of 2 rows (4 + 2
+    answer tokens) split into k = 2 micro-batches of one row, each with denom = 6 / k = 3, which the engine
+    averages: (Σ₀/3 + Σ₁/3)/2 = (Σ₀ + Σ₁)/6, the full batch's token mean; the rows' own means averaged would not
+    be (row 2's tokens would weigh double)."""
+    fn = TOKEN_MEAN_LOSSES[name]
+    logits, labels, _ = _masked_batch()
+    full = float(fn(logits, labels, _REF, None))
+    rows = [slice(r, r + 1) for r in (0, 1)]
+    parts = [float(fn(logits[r], labels[r], _REF[r], 3.0)) for r in rows]
+    assert sum(parts) / 2 == pytest.approx(full, rel=1e-6)
+    own = [float(fn(logits[r], labels[r], _REF[r], None)) for r in rows]
+    assert sum(own) / 2 != pytest.approx(full, rel=1e-3)
