@@ -101,6 +101,15 @@ def test_method_contract(name, tiny_model_dir, tiny_model, base_nll, forget_reco
     assert d_forget > d_retain, f"{name}: forget NLL +{d_forget:.4f} vs retain NLL +{d_retain:.4f}"
     assert d_retain < MAX_RETAIN_RISE, f"{name}: retain NLL rose by {d_retain:.4f} nats (the model collapsed?)"
 
+    # what was saved is the model the run ended with: the engine's last per-epoch forget NLL (measured on the
+    # in-memory model, LoRA unmerged) is the reloaded model's, to float rounding
+    if hist_file.exists() and "forget_nll_eval" in history[-1]:
+        from obliviate.eval.passes import answer_nll
+
+        enc = Formatter(tok, "auto").encode_qa(list(forget_records))
+        reloaded = float(answer_nll(model, enc, "token_mean", pad_id=tok.pad_token_id or 0))
+        assert reloaded == pytest.approx(history[-1]["forget_nll_eval"], rel=1e-4, abs=1e-5), name
+
     # the saved model generates from a training-format prompt
     prompt = torch.tensor([Formatter(tok).prompt_ids(forget_records[0].question)])
     gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
