@@ -45,6 +45,21 @@ def test_build_then_eval_end_to_end(tmp_path, cli):
     items = json.loads((ev / "eval.json").read_text())["items"]
     assert len(items["forget"]) == 10 and all("truth_ratio" in v for v in items["forget"].values())
     assert (ev / "report.md").read_text().startswith("# Evaluation")
+    # the reference against itself: identical truth-ratio samples, KS p-value exactly 1; and the saved evaluation
+    # directory works as a reference, giving the target the same forget quality as the model did
+    ev_ret = tmp_path / "eval-retain"
+    code, _, err = cli("eval", "--model", str(models / "retain"), "--scenario", "synthetic", "--reference",
+                       str(models / "retain"), "--out", str(ev_ret), "scenario_options.n_people=10",
+                       "scenario_options.n_refusal=4", "max_new_tokens=8")
+    assert code == 0, err
+    assert json.loads((ev_ret / "summary.json").read_text())["forget_quality"] == pytest.approx(1.0)
+    ev2 = tmp_path / "eval-saved-reference"
+    code, _, err = cli("eval", "--model", str(models / "target"), "--scenario", "synthetic", "--reference",
+                       str(ev_ret), "--out", str(ev2), "scenario_options.n_people=10",
+                       "scenario_options.n_refusal=4", "max_new_tokens=8")
+    assert code == 0, err
+    assert json.loads((ev2 / "summary.json").read_text())["forget_quality"] == pytest.approx(
+        summary["forget_quality"])
 
     att = tmp_path / "attack"
     code, out, err = cli("attack", "--model", str(models / "retain"), "--target", str(models / "target"),
