@@ -68,6 +68,8 @@ REPORTED = ("forget_quality", "model_utility", "forget_rougeL_recall")  # kept f
 SAMPLERS: Registry[str] = Registry("sampler")
 SAMPLERS.add("tpe", "tree-structured Parzen estimator (Optuna's default; learns the constraints)")
 SAMPLERS.add("random", "uniform random sampling (a baseline)")
+SAMPLERS.add("grid", "every combination of the space's choices once (every searched key a {choice: [...]}; "
+                     "trials beyond the grid's size are not run)")
 PRUNE_AFTER = 3  # epochs a trial always runs before it can be pruned
 PRUNE_STARTUP = 5  # finished trials before anything is pruned
 HEARTBEAT_S, GRACE_S = 60, 300  # a RUNNING trial without a heartbeat for GRACE_S seconds is failed (worker died)
@@ -216,6 +218,8 @@ def sweep(method: str, *, out: str | os.PathLike[str], scenario: str | None = No
     p = plan(method, scenario=scenario, base=base, model=model, forget=forget, retain=retain, space=space,
              objective=objective, config=config, scenario_options=scenario_options, data=data,
              eval_config=eval_config)
+    if sampler == "grid":
+        trials = min(trials, _grid_size(p.space))
     preset_file = _check_preset_file(export_preset) if export_preset is not None else None
     opened = open_storage(storage) if storage is not None else None  # unreachable: fail before any work
     name = study or f"{method}-{scenario or 'files'}"
@@ -257,11 +261,11 @@ def _sweep(p: _Plan, out_p: Path, name: str, opened, trials: int, seed: int, sam
     thresholds = list(study.user_attrs.get("thresholds", thresholds))  # the creator's, so every worker agrees
     worker = f"{socket.gethostname()}:{out_p.resolve()}"
     worker_seed = seed if created else int(stable_hash([seed, worker, len(study.trials)])[:8], 16)
-    study.sampler = _sampler(sampler_name, worker_seed)
+    study.sampler = _sampler(sampler_name, worker_seed, p.space)
     study.pruner = pruner if pruner is not None else (
         optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=PRUNE_AFTER) if prune
         else optuna.pruners.NopPruner())
-    if created:
+    if created and sampler_name != "grid":  # (a grid runs its own points only)
         first = start_params(p.space, p.info.make_config(p.start))
         if first is not None:
             study.enqueue_trial(first, user_attrs={"start": True})
@@ -394,12 +398,30 @@ def _jsonable(v: Any) -> Any:
     return json.loads(json.dumps(v, default=str))
 
 
-def _sampler(name: str, seed: int):
-    """TPE learns the feasible region from each trial's constraint values (`Trial.set_constraint`)."""
+def _grid(space: Mapping[str, Space]) -> dict[str, list[Any]]:
+    """The grid sampler's points per key: every searched key must be a choice (a grid of a continuous range is the
+    user's to choose)."""
+    ranged = [k for k, sp in space.items() if sp.kind != "choice"]
+    if ranged:
+        raise ConfigError(f"--sampler grid needs every searched key as {{choice: [...]}} in the space file; "
+                          f"{', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'} (list the values "
+                          f"to try, e.g. lr: {{choice: [1.0e-4, 3.0e-4]}})")
+    return {k: list(sp.choices) for k, sp in space.items()}
+
+
+def _grid_size(space: Mapping[str, Space]) -> int:
+    return math.prod(len(v) for v in _grid(space).values())
+
+
+def _sampler(name: str, seed: int, space: Mapping[str, Space]):
+    """TPE learns the feasible region from each trial's constraint values (`Trial.set_constraint`); the grid
+    runs every combination once, spread over the workers (Optuna's GridSampler)."""
     import optuna
 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(_grid(space), seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
 
 
