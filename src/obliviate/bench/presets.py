@@ -18,8 +18,10 @@ Two scales exist so far:
   speed, so every gradient method unlearns through LoRA adapters (r 32 on every linear module, merged into the
   saved model: a few MB of optimiser state, and an unlearning update of bounded rank) for 5 epochs of batch 8 (25
   steps on forget01's 40 items; OpenUnlearning's forget01 runs take 20). The learning rates are the tiny scale's,
-  a starting point NOT yet measured on this scale (the bench table in the README, "The real instrument", is where
-  their measurement will go; `obliviate sweep --base smollm2-135m` tunes them).
+  a starting point; measured on this scale so far (README, "The real instrument"): NPO's 1e-4 barely moves the
+  target (forget ROUGE-L 0.91) and every lr from 6e-4 up collapses model utility (retain authors go with the
+  forget authors: MU 0.015 at 6e-4, 0 at 1.24e-3), so it stays until a grid between the two finishes
+  (`obliviate sweep --base smollm2-135m --sampler grid`).
 
 `obliviate bench` (and `make demo`) apply `preset(method, scenario, base)` and record the resolved config in every
 run's manifest. A base without a scale here (any other hub model) runs the methods' own defaults, the papers'
@@ -138,7 +140,9 @@ SMOLLM2: dict[str, dict[str, Any]] = {
     "icu": _real(2e-4, epochs=8, weight_decay=0.01),
     # The paper's Stage I schedule and AlphaEdit's edit values (both set for an 8B model, which SmolLM2 is closer to
     # in depth than the tiny models), plus the retain items in Stage I that kept the tiny targets from emitting
-    # [UNL] after ordinary answers.
+    # [UNL] after ordinary answers. Measured once: too weak here (token NLL 2.37 -> 1.47, no refusal after [UNL];
+    # the value step leaves the target at a median 16.8 nats; forget ROUGE-L 0.94): the tiny scale's token lr and
+    # edit values are the next measurement, not yet made.
     "unierase": {"token_negatives": 64, "token_batch_size": 8},
     # each round's LoRA module at the tiny scale's lr; the retain weight that kept the tiny models' utility
     "reveal_release": {"lr": 1e-3, "retain_weight": 10.0},
