@@ -580,7 +580,8 @@ def sweep(method: Annotated[str, typer.Option(help="method name (obliviate ls me
                                                            "default OUT/study.db")] = None,
           study: Annotated[str | None, typer.Option(help="study name in the storage (default METHOD-SCENARIO)")] = None,
           seed: Annotated[int, typer.Option(help="the sampler's seed (recorded)")] = 0,
-          sampler: Annotated[str, typer.Option(help="tpe | random | grid (every combination of the space file's choices once)")] = "tpe",
+          sampler: Annotated[str, typer.Option(help="tpe | random | grid (every combination of the space "
+                                                    "file's choices once)")] = "tpe",
           prune: Annotated[bool, typer.Option(help="stop hopeless trials after their first epochs")] = True,
           export_preset: Annotated[Path | None, typer.Option(help="add the best config to this preset file (YAML) "
                                                                  "for bench --presets")] = None,
