@@ -11,6 +11,7 @@ import pytest
 
 TINY_BUILD = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
               "model.vocab_size=400", "train.epochs=1", "scenario_options.n_people=10", "scenario_options.n_refusal=4"]
+EVAL_OPTS = ["scenario_options.n_people=10", "scenario_options.n_refusal=4", "max_new_tokens=8"]
 SUMMARY_KEYS = {"forget_quality", "model_utility", "forget_rougeL_recall", "forget_prob", "forget_truth_ratio",
                 "retain_rougeL_recall", "extraction_strength", "exact_memorization", "el10", "ma", "privleak",
                 "mia_auc_loss", "mia_auc_zlib", "mia_auc_mink", "mia_auc_minkpp"}
@@ -36,8 +37,7 @@ def test_build_then_eval_end_to_end(tmp_path, cli):
 
     ev = tmp_path / "eval"
     code, out, err = cli("eval", "--model", str(models / "target"), "--scenario", "synthetic",
-                         "--reference", str(models / "retain"), "--out", str(ev), "scenario_options.n_people=10",
-                         "scenario_options.n_refusal=4", "max_new_tokens=8")
+                         "--reference", str(models / "retain"), "--out", str(ev), *EVAL_OPTS)
     assert code == 0, err
     summary = json.loads((ev / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
@@ -49,22 +49,19 @@ def test_build_then_eval_end_to_end(tmp_path, cli):
     # directory works as a reference, giving the target the same forget quality as the model did
     ev_ret = tmp_path / "eval-retain"
     code, _, err = cli("eval", "--model", str(models / "retain"), "--scenario", "synthetic", "--reference",
-                       str(models / "retain"), "--out", str(ev_ret), "scenario_options.n_people=10",
-                       "scenario_options.n_refusal=4", "max_new_tokens=8")
+                       str(models / "retain"), "--out", str(ev_ret), *EVAL_OPTS)
     assert code == 0, err
     assert json.loads((ev_ret / "summary.json").read_text())["forget_quality"] == pytest.approx(1.0)
     ev2 = tmp_path / "eval-saved-reference"
     code, _, err = cli("eval", "--model", str(models / "target"), "--scenario", "synthetic", "--reference",
-                       str(ev_ret), "--out", str(ev2), "scenario_options.n_people=10",
-                       "scenario_options.n_refusal=4", "max_new_tokens=8")
+                       str(ev_ret), "--out", str(ev2), *EVAL_OPTS)
     assert code == 0, err
     assert json.loads((ev2 / "summary.json").read_text())["forget_quality"] == pytest.approx(
         summary["forget_quality"])
 
     att = tmp_path / "attack"
     code, out, err = cli("attack", "--model", str(models / "retain"), "--target", str(models / "target"),
-                         "--attack", "quantize", "--out", str(att), "scenario_options.n_people=10",
-                         "scenario_options.n_refusal=4", "max_new_tokens=8", "bits=[4]")
+                         "--attack", "quantize", "--out", str(att), *EVAL_OPTS, "bits=[4]")
     assert code == 0, err
     res = json.loads((att / "attack.json").read_text())
     assert set(res["unlearned"]["per_bits"]) == {"4"} and "recovery" in res["target"]

@@ -122,19 +122,17 @@ def test_grid_sampler_runs_each_combination_once_and_stops_at_the_grid(cli, inpu
     space = tmp_path / "grid.yaml"
     space.write_text("lr: {choice: [1.0e-3, 3.0e-3]}\nretain_weight: {choice: [1.0]}\n")
     out = tmp_path / "sweep"
-    args = ["sweep", "--method", "graddiff", "--model", str(inputs.target), "--reference", str(inputs.retain),
-            "--forget", str(inputs.forget), "--retain", str(inputs.retain_file), "--sampler", "grid",
-            "--objective", EASY, "--trials", "5", "--out", str(out), *FAST]
-    code, stdout, err = cli(*args, "--space", str(space))
+    grid = ["--sampler", "grid", "--objective", EASY, "--trials", "5", *FAST]  # a later --space replaces _args's
+    code, stdout, err = cli(*_args(inputs, out, *grid), "--space", str(space))
     assert code == 0, err
     recs = _records(out)
     assert sorted(r["params"]["lr"] for r in recs) == [1.0e-3, 3.0e-3] and all(r["state"] == "complete" for r in recs)
     assert "this run ran 2" in stdout
-    code, stdout, err = cli(*args, "--space", str(space))
+    code, stdout, err = cli(*_args(inputs, out, *grid), "--space", str(space))
     assert code == 0, err
     assert len(_records(out)) == 2 and "this run ran 0" in stdout
 
-    code, _, err = cli(*args[:-len(FAST) - 2], "--out", str(tmp_path / "ranged"), *FAST, "--space", str(inputs.space))
+    code, _, err = cli(*_args(inputs, tmp_path / "ranged", *grid))  # the fixture's space: two ranges
     assert code == 2 and "--sampler grid needs every searched key as {choice: [...]}" in err
     assert "lr, retain_weight are ranges" in err and not (tmp_path / "ranged").exists()
 

@@ -198,9 +198,9 @@ def test_a_metric_cannot_read_what_it_did_not_declare(scenario):
 
 def test_model_utility_golden(scenario):
     """TOFU's harmonic mean of 9 numbers. Retain: prob 0.5, ROUGE-L 0.25, TR 0.5 → max(0, 1 − 0.5) = 0.5. Each
-    utility set of the scenario (synthetic: famous_works, world_facts): NORMALISED prob 0.5, ROUGE-L 1.0, TR 0.5 → 0.5; their raw `prob`
-    (0.1) must not be read. HM = 9 / (2 + 4 + 2 + 2 × (2 + 1 + 2)) = 9/18 = 0.5; the retain part alone (the
-    utility sets' values missing) is no model utility at all (None), and a zero anywhere makes it 0."""
+    utility set of the scenario (synthetic: famous_works, world_facts): NORMALISED prob 0.5, ROUGE-L 1.0, TR 0.5
+    → 0.5; their raw `prob` (0.1) must not be read. HM = 9 / (2 + 4 + 2 + 2 × (2 + 1 + 2)) = 9/18 = 0.5; with a
+    utility set's values missing there is no model utility (None), and a zero anywhere makes it 0."""
     util = {"a": {"norm_prob": 0.5, "prob": 0.1, "rougeL_recall": 1.0, "truth_ratio": 0.5}}
     items = {"retain": {"r": {"prob": 0.5, "rougeL_recall": 0.25, "truth_ratio": 0.5}},
              **{name: util for name in scenario.utility}}

@@ -538,7 +538,7 @@ TOKEN_MEAN_LOSSES = {  # (logits, labels, reference logits, denom) -> loss
 
 
 @pytest.mark.parametrize("name", sorted(TOKEN_MEAN_LOSSES))
-def test_micro_batches_with_the_step_denominator_sum_to_the_full_batch(name):
+def test_micro_batches_with_the_step_denominator_average_to_the_full_batch(name):
     """Exact gradient accumulation (and the all-reduced token count under DDP/FSDP): the batch of 2 rows (4 + 2
     answer tokens) split into k = 2 micro-batches of one row, each with denom = 6 / k = 3, which the engine
     averages: (Σ₀/3 + Σ₁/3)/2 = (Σ₀ + Σ₁)/6, the full batch's token mean; the rows' own means averaged would not
