@@ -137,6 +137,31 @@ def test_grid_sampler_runs_each_combination_once_and_stops_at_the_grid(cli, inpu
     assert "lr, retain_weight are ranges" in err and not (tmp_path / "ranged").exists()
 
 
+def test_another_sweep_reuses_the_reference_evaluations_until_the_model_changes(cli, inputs, tmp_path):
+    """The retain and target evaluations are shared through the cache's `evals` namespace: a sweep into another
+    OUT copies them (same summaries, nothing evaluated); new weights in the retain model's directory (an
+    `unlearn --overwrite` there) make it evaluate again."""
+    one = ["--objective", EASY, "--trials", "1", *FAST]
+    code, _, err = cli(*_args(inputs, tmp_path / "a", *one))
+    assert code == 0, err
+    assert "evaluating the retain model" in err and "evaluating the target model" in err
+    code, _, err = cli(*_args(inputs, tmp_path / "b", *one))
+    assert code == 0, err
+    assert "evaluating the" not in err and err.count("evaluation: reusing") == 2
+    for role in ("retain", "target"):
+        a, b = (json.loads((tmp_path / o / "eval" / role / "summary.json").read_text()) for o in ("a", "b"))
+        assert a == b and a
+    target_eval = json.loads((tmp_path / "b" / "eval" / "target" / "eval.json").read_text())
+    assert target_eval["reference"] == str(tmp_path / "b" / "eval" / "retain")  # where its reference lies now
+
+    weights = next(inputs.retain.glob("*.safetensors"))
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    code, _, err = cli(*_args(inputs, tmp_path / "c", *one))
+    assert code == 0, err
+    assert "evaluating the retain model" in err and "evaluating the target model" in err
+
+
 def test_a_constraint_no_trial_meets_is_reported_with_exit_4(cli, inputs, tmp_path):
     out = tmp_path / "sweep"
     code, stdout, err = cli(*_args(inputs, out, "--trials", "1", "--objective",

@@ -176,6 +176,8 @@ NAMESPACES: dict[str, str] = {
     "edit_stats": "key statistics of edited layers (UniErase/AlphaEdit), from general text",
     "builds": "the offline target and retain models, trained on the scenario's data (forget set included)",
     "bases": "base models converted from .gguf files",
+    "evals": "reference evaluations (retain and target models) made by `obliviate sweep`, shared by every sweep: "
+             "per-item metric values, no generated text",
 }
 KEYED_BY_MODEL = ("passes", "edit_stats")  # `<namespace>/<model fingerprint>/...`
 
