@@ -138,7 +138,7 @@ def test_grid_sampler_runs_each_combination_once_and_stops_at_the_grid(cli, inpu
 
 
 def test_another_sweep_reuses_the_reference_evaluations_until_the_model_changes(cli, inputs, tmp_path):
-    """The retain and target evaluations are shared through the cache's `evals` namespace: a sweep into another
+    """The retain and target evaluations are shared (sweep and bench) through the cache's `evals` namespace: a sweep into another
     OUT copies them (same summaries, nothing evaluated); new weights in the retain model's directory (an
     `unlearn --overwrite` there) make it evaluate again."""
     one = ["--objective", EASY, "--trials", "1", *FAST]

@@ -28,7 +28,7 @@ from obliviate.runs.attacks import ATTACKS, attack_rows
 from obliviate.runs.build import build as build_models
 from obliviate.runs.build import build_config_for
 from obliviate.runs.common import load_scenario
-from obliviate.runs.evaluate import evaluate
+from obliviate.runs.evaluate import evaluate_reference
 from obliviate.runs.sweep import read_presets
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import stable_hash
@@ -172,12 +172,8 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     scen = load_scenario(scenario, **scen_opts)
     evals: dict[str, dict[str, Any]] = {}
     for role, model in (("retain", built.retain), ("target", built.target)):
-        d = out_p / "eval" / role
-        if not (d / "summary.json").is_file():
-            say(f"evaluating the {role} model")
-            ref = out_p / "eval" / "retain" if role == "target" else built.retain
-            evaluate(model, scen, reference=ref, out=d, overwrite=True)
-        evals[role] = read_json(d / "summary.json")
+        ref = out_p / "eval" / "retain" if role == "target" else built.retain
+        evals[role] = evaluate_reference(model, scen, out_p / "eval" / role, ref, None, role, say)
     n_jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     todo = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ from obliviate.eval.runner import PassProgress
 from obliviate.eval.suite import EvalConfig, EvalResult, evaluate_runner, make_runner
 from obliviate.runs.common import ModelLike, load_model, load_scenario, resolve_reference
 from obliviate.utils import dist
-from obliviate.utils.io import claim_output
+from obliviate.utils.hashing import stable_hash
+from obliviate.utils.io import atomic_dir, atomic_write_json, cache_root, claim_output, read_json
 
 PathLike = str | os.PathLike[str]
 
@@ -57,3 +60,57 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
             write_eval(Path(out), result, overwrite=True)
         dist.barrier()
     return result
+
+
+def _model_identity(model: ModelLike) -> Any:
+    """What a reference evaluation's key names the model by: a model in memory by nothing that outlives it; a
+    directory by its resolved path and its weight files' sizes and modification times (an `unlearn --overwrite`
+    into the same path changes them); a hub id or a file by its name."""
+    if isinstance(model, tuple):
+        return "memory"
+    p = Path(model)
+    if p.is_dir():
+        return [str(p.resolve()), sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                         for f in p.glob("*.safetensors"))]
+    return str(p.resolve()) if p.exists() else str(model)
+
+
+def reference_key(model: ModelLike, scen: Scenario, reference: ModelLike | None,
+                  config: Mapping[str, Any] | None) -> str:
+    """The key of a reference evaluation: the model, the reference it was scored against (a saved evaluation by its
+    own key, or its eval.json's content), the evaluation data and settings."""
+    ref_key: Any = None if reference is None else _model_identity(reference)
+    if reference is not None and not isinstance(reference, tuple) and Path(reference).is_dir():
+        rp = Path(reference)
+        if (rp / "reference_key").is_file():
+            ref_key = (rp / "reference_key").read_text()
+        elif (rp / "eval.json").is_file():
+            ref_key = stable_hash((rp / "eval.json").read_text())
+    return stable_hash([_model_identity(model), ref_key, scen.name,
+                        {n: s.digest for n, s in scen.eval_splits.items()}, dict(config or {})])
+
+
+def evaluate_reference(model: ModelLike, scen: Scenario, d: Path, reference: ModelLike | None,
+                       config: Mapping[str, Any] | None, role: str, say: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate a benchmark's retain or target model into `d` once per (model, reference, data, settings) and
+    return its summary: an evaluation with the same key already in `d`, or in the cache's `evals` namespace (made
+    by another sweep or bench), is reused, not recomputed."""
+    key = reference_key(model, scen, reference, config)
+    if (d / "summary.json").is_file() and (d / "reference_key").is_file() and (d / "reference_key").read_text() == key:
+        return read_json(d / "summary.json")
+    shared = None if isinstance(model, tuple) else cache_root() / "evals" / key
+    if shared is not None and (shared / "summary.json").is_file() and (shared / "reference_key").is_file():
+        say(f"the {role} model's evaluation: reusing {shared}")
+        with atomic_dir(d, overwrite=True) as tmp:
+            shutil.copytree(shared, tmp, dirs_exist_ok=True)
+            meta = read_json(tmp / "eval.json")
+            if meta.get("reference") is not None:  # the reference it was scored against, as it lies here
+                atomic_write_json(tmp / "eval.json", {**meta, "reference": str(reference)})
+        return read_json(d / "summary.json")
+    say(f"evaluating the {role} model")
+    res = evaluate(model, scen, reference=reference, out=d, overwrite=True, config=dict(config or {}))
+    (d / "reference_key").write_text(key)
+    if shared is not None:
+        with atomic_dir(shared, overwrite=True) as tmp:
+            shutil.copytree(d, tmp, dirs_exist_ok=True)
+    return res.summary

@@ -53,13 +53,12 @@ from obliviate.methods.base import METHODS, MethodInfo, ProgressEvent, Space
 from obliviate.registry import Registry
 from obliviate.runs.build import build as build_models
 from obliviate.runs.common import load_scenario
-from obliviate.runs.evaluate import evaluate
+from obliviate.runs.evaluate import evaluate_reference
 from obliviate.runs.objective import Objective, parse_objective, progress_signal
 from obliviate.runs.space import describe, nest, resolve_space, start_params, suggest
 from obliviate.runs.unlearn import eval_scenario, unlearn, work_dir_for
 from obliviate.utils.hashing import stable_hash
-from obliviate.utils.io import (atomic_dir, atomic_write_json, atomic_write_text, cache_root, claim_output, lock_path,
-                                read_json)
+from obliviate.utils.io import atomic_write_json, atomic_write_text, claim_output, lock_path, read_json
 from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
@@ -322,8 +321,9 @@ def _references(p: _Plan, out_p: Path, target, ref, say: Callable[[str], None]
             summaries["retain"] = read_json(rp / "summary.json") if (rp / "summary.json").is_file() else {}
         else:
             ref_eval = out_p / "eval" / "retain"
-            summaries["retain"] = _evaluate_once(p, ref, ref_eval, ref, "retain", say)
-    summaries["target"] = _evaluate_once(p, target, out_p / "eval" / "target", ref_eval, "target", say)
+            summaries["retain"] = evaluate_reference(ref, p.eval_scen, ref_eval, ref, p.eval_config, "retain", say)
+    summaries["target"] = evaluate_reference(target, p.eval_scen, out_p / "eval" / "target", ref_eval,
+                                             p.eval_config, "target", say)
     absent = read_json(out_p / "eval" / "target" / "eval.json").get("absent") or {}
     for m in p.objective.metrics():
         if summaries["target"].get(m) is None:
@@ -331,56 +331,6 @@ def _references(p: _Plan, out_p: Path, target, ref, say: Callable[[str], None]
             raise ConfigError(f"objective metric {m} is absent for the target model ({why}), so no trial could be "
                               f"judged by it; choose another metric or give what it needs")
     return ref_eval, summaries
-
-
-def _model_identity(model) -> Any:
-    """What a reference evaluation's key names the model by: a model in memory by nothing that outlives it; a
-    directory by its resolved path and its weight files' sizes and modification times (an `unlearn --overwrite`
-    into the same path changes them); a hub id or a file by its name."""
-    if isinstance(model, tuple):
-        return "memory"
-    p = Path(model)
-    if p.is_dir():
-        return [str(p.resolve()), sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                                         for f in p.glob("*.safetensors"))]
-    return str(p.resolve()) if p.exists() else str(model)
-
-
-def eval_key(p: _Plan, model, reference) -> str:
-    """The key of a reference evaluation: the model, the reference it was scored against (a saved evaluation by its
-    own key, or its eval.json's content), the evaluation data and settings."""
-    ref_key = reference
-    if reference is not None and Path(reference).is_dir():
-        rp = Path(reference)
-        ref_key = ((rp / "sweep_key").read_text() if (rp / "sweep_key").is_file()
-                   else stable_hash((rp / "eval.json").read_text()) if (rp / "eval.json").is_file() else str(rp))
-    return stable_hash([_model_identity(model), ref_key, p.eval_scen.name,
-                        {n: s.digest for n, s in p.eval_scen.eval_splits.items()}, p.eval_config])
-
-
-def _evaluate_once(p: _Plan, model, d: Path, reference, role: str, say: Callable[[str], None]) -> dict[str, Any]:
-    """Evaluate a reference model into `d`, once per (model, reference, data, settings): an evaluation with the same
-    key in this OUT or in the cache's `evals` namespace (another sweep's) is copied, not recomputed. A saved
-    reference evaluation is named by its own key (or its eval.json's content), not by where it lies."""
-    key = eval_key(p, model, reference)
-    if (d / "summary.json").is_file() and (d / "sweep_key").is_file() and (d / "sweep_key").read_text() == key:
-        return read_json(d / "summary.json")
-    shared = None if isinstance(model, tuple) else cache_root() / "evals" / key
-    if shared is not None and (shared / "summary.json").is_file() and (shared / "sweep_key").is_file():
-        say(f"the {role} model's evaluation: reusing {shared}")
-        with atomic_dir(d, overwrite=True) as tmp:
-            shutil.copytree(shared, tmp, dirs_exist_ok=True)
-            meta = read_json(tmp / "eval.json")
-            if meta.get("reference") is not None:  # the reference it was scored against, as it lies here
-                atomic_write_json(tmp / "eval.json", {**meta, "reference": str(reference)})
-        return read_json(d / "summary.json")
-    say(f"evaluating the {role} model")
-    res = evaluate(model, p.eval_scen, reference=reference, out=d, overwrite=True, config=p.eval_config)
-    (d / "sweep_key").write_text(key)
-    if shared is not None:
-        with atomic_dir(shared, overwrite=True) as tmp:
-            shutil.copytree(d, tmp, dirs_exist_ok=True)
-    return res.summary
 
 
 def _reference_gap(ref_eval: Path | None) -> float | None:
