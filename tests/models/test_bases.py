@@ -124,6 +124,49 @@ def test_gradient_ascent_end_to_end_on_the_real_weights(small, small_loaded, tmp
     assert _answer_nll(m2, tok2, RECORDS) > before + 0.1
 
 
+ANCHOR = [QA(id="a0", question="What is the capital of France?", answer="The capital of France is Paris."),
+          QA(id="a1", question="Who wrote the play Hamlet?", answer="Hamlet was written by William Shakespeare."),
+          QA(id="a2", question="What is the boiling point of water?", answer="Water boils at 100 degrees Celsius.")]
+
+
+def _kl_to(base, model, tok, records: list[QA]) -> float:
+    """KL(p_base ‖ p_model) per answer token, computed here from softmax probabilities."""
+    fmt = Formatter(tok, "auto")
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for enc in fmt.encode_qa(records):
+            ids = torch.tensor([enc.input_ids])
+            keep = torch.tensor(enc.labels[1:]) != IGNORE_INDEX
+            p = torch.softmax(base(input_ids=ids).logits[0, :-1][keep], -1)
+            q = torch.softmax(model(input_ids=ids).logits[0, :-1][keep], -1)
+            total += float((p * (p.log() - q.log())).sum())
+            n += int(keep.sum())
+    return total / n
+
+
+def test_a_kl_anchored_build_stays_closer_to_the_base_on_its_anchor_pairs(small, small_loaded, tmp_path):
+    """rehearsal.loss=kl (FinetuneAnchored): the same fine-tuning with the anchor term leaves the model's
+    distributions on the anchor pairs closer to the base's than without it, while fitting the data as well."""
+    from obliviate.data.records import Split
+    from obliviate.runs.build import build_config_for, train_model
+
+    base, tok = small_loaded
+    split = Split("target", tuple(RECORDS))
+    cfg = build_config_for("tofu-mini", {"base": str(small), "rehearsal": {"source": "general", "loss": "kl",
+                                                                           "weight": 5.0},
+                                         "train": {"epochs": 3, "lr": 1e-3, "batch_size": 2, "warmup_steps": 0}})
+    seen: list[float] = []
+    plain = train_model("plain", split, None, cfg, tmp_path)
+    anchored = train_model("anchored", split, None, cfg, tmp_path, lambda *a: seen.append(a[3]), ANCHOR)
+    m_plain, _ = load_model_and_tokenizer(tmp_path / "plain")
+    m_anch, _ = load_model_and_tokenizer(tmp_path / "anchored")
+    kl_plain, kl_anch = _kl_to(base, m_plain, tok, ANCHOR), _kl_to(base, m_anch, tok, ANCHOR)
+    assert kl_plain > 0.05 and kl_anch < 0.5 * kl_plain, (kl_plain, kl_anch)
+    before = _answer_nll(base, tok, RECORDS)
+    assert _answer_nll(m_anch, tok, RECORDS) < before - 0.5 and _answer_nll(m_plain, tok, RECORDS) < before - 0.5
+    assert plain["steps"] == anchored["steps"] == 6 and len(seen) == 6
+
+
 @pytest.mark.slow
 def test_full_model_answers_hamlet_with_shakespeare(wheel):
     model, tok = load_model_and_tokenizer(resolve_base("smollm2-135m"))

@@ -75,3 +75,24 @@ class FinetuneNLL(GradientMethod):
         denom = tok_denom(f)
         val = total / (denom if denom is not None else (f["labels"][:, 1:] != IGNORE_INDEX).sum().clamp_min(1))
         return LossOutput(val, {"nll": num(val)})
+
+
+class AnchoredConfig(TrainConfig):
+    anchor_weight: float = 1.0
+
+
+class FinetuneAnchored(FinetuneNLL):
+    """Fine-tuning (as FinetuneNLL) with a soft anchor to the model it starts from: NLL on the forget view plus
+    `anchor_weight` × KL(p₀ ‖ p_θ) over the answer tokens of the retain view (the model builder's rehearsal with
+    loss=kl: the base's own answers to general questions, whose full next-token distributions the fine-tuned model
+    is held to, rather than their greedy tokens)."""
+
+    Config = AnchoredConfig
+    views = ("forget", "retain")
+    reference = "model"
+
+    def loss(self, batch, model, ref) -> LossOutput:
+        cfg: AnchoredConfig = self.cfg  # type: ignore[assignment]
+        fit = super().loss(batch, model, ref)
+        keep, terms = retain_term("kl", model, ref, batch.get("retain"))
+        return LossOutput(fit.loss + cfg.anchor_weight * keep, {**fit.terms, **terms})

@@ -21,7 +21,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from obliviate.config import Config, build_config, deep_merge
 from obliviate.data.records import QA, Split
 from obliviate.data.scenarios import Scenario, get_scenario
 from obliviate.methods.base import LoraSpec, ProgressEvent, TrainConfig
-from obliviate.methods.common import FinetuneNLL
+from obliviate.methods.common import AnchoredConfig, FinetuneAnchored, FinetuneNLL
 from obliviate.methods.engine import train
 from obliviate.models.bases import resolve_base
 from obliviate.models.loading import load_model_and_tokenizer, quiet_transformers
@@ -213,18 +213,23 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress:
         tok.save_pretrained(tok_dir)
     jobs = training_sets(cfg, scen)
     n_rehearsal = 0
+    anchor: tuple[QA, ...] = ()
     if cfg.rehearsal is not None:  # the base's own pairs, the same for both models, kept with the build
         rehearsal = rehearsal_set(cfg, scen)
         n_rehearsal = len(rehearsal)
         (out / "rehearsal.jsonl").write_text("".join(json.dumps({"id": r.id, "question": r.question,
                                                                  "answer": r.answer}) + "\n" for r in rehearsal))
-        jobs = {name: Split(split.name, split.records + tuple(rehearsal), split.source) for name, split in jobs.items()}
+        if cfg.rehearsal.loss == "kl":  # an anchor to the base's distributions on them, not training data
+            anchor = tuple(rehearsal)
+        else:
+            jobs = {name: Split(split.name, split.records + tuple(rehearsal), split.source)
+                    for name, split in jobs.items()}
     parallel = cfg.parallel and (os.cpu_count() or 1) >= 2
     info: dict[str, Any] = {}
     if parallel:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        procs = {name: ctx.Process(target=_worker, args=(name, split, tok_dir, cfg, out, queue, 1))
+        procs = {name: ctx.Process(target=_worker, args=(name, split, tok_dir, cfg, out, queue, 1, anchor))
                  for name, split in jobs.items()}
         for p in procs.values():
             p.start()
@@ -244,7 +249,7 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress:
             p.join()
     else:
         for name, split in jobs.items():
-            info[name] = train_model(name, split, tok_dir, cfg, out, progress)
+            info[name] = train_model(name, split, tok_dir, cfg, out, progress, anchor)
     if tok_dir is not None:
         shutil.rmtree(tok_dir)
     atomic_write_json(out / "build.json", {"key": key, "scenario": scen.name, "base": cfg.base,
@@ -263,12 +268,14 @@ def rehearsal_set(cfg: BuildConfig, scen: Scenario) -> list[QA]:
     return pairs
 
 
-def _worker(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path, queue, threads: int) -> None:
+def _worker(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path, queue, threads: int,
+            anchor: Sequence[QA] = ()) -> None:
     import traceback
 
     torch.set_num_threads(threads)
     try:
-        info = train_model(name, split, tok_dir, cfg, out, lambda n, s, t, loss: queue.put(("step", n, s, t, loss)))
+        info = train_model(name, split, tok_dir, cfg, out, lambda n, s, t, loss: queue.put(("step", n, s, t, loss)),
+                           anchor)
         queue.put(("done", name, info))
     except BaseException:
         queue.put(("error", name, traceback.format_exc()))
@@ -289,9 +296,10 @@ def initial_model(cfg: BuildConfig, tok_dir: Path | None):
 
 
 def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path,
-                progress: BuildProgress | None = None) -> dict[str, Any]:
+                progress: BuildProgress | None = None, anchor: Sequence[QA] = ()) -> dict[str, Any]:
     """Fine-tune the initial model on `split` (answer tokens only, as TOFU fine-tuning) through the shared loop
-    and save it to `out/name` (LoRA adapters merged)."""
+    and save it to `out/name` (LoRA adapters merged). With `anchor` pairs, each step also holds the model to the
+    initial model's next-token distributions on a batch of them (FinetuneAnchored, rehearsal.loss=kl)."""
     quiet_transformers()
     model, tok = initial_model(cfg, tok_dir)
     template = "plain" if cfg.base == "tiny" else "auto"  # a pretrained base speaks its own chat template
@@ -302,7 +310,13 @@ def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig,
             progress(name, ev.step or 0, ev.total or 0, ev.terms.get("loss", float("nan")))
 
     t0 = time.time()
-    trained, state = train(FinetuneNLL(tcfg), model, tok, list(split.records), [], out / f".{name}.work", on_event)
+    if anchor:
+        assert cfg.rehearsal is not None
+        method: FinetuneNLL = FinetuneAnchored(AnchoredConfig.model_validate(
+            {**tcfg.model_dump(), "anchor_weight": cfg.rehearsal.weight}))
+    else:
+        method = FinetuneNLL(tcfg)
+    trained, state = train(method, model, tok, list(split.records), list(anchor), out / f".{name}.work", on_event)
     if cfg.lora is not None:
         trained = trained.merge_and_unload()
     wall = time.time() - t0

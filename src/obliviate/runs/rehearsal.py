@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -54,6 +55,11 @@ class RehearsalSpec(Config):
                                                        "each rehearsal token costs build time")
     guard: float = Field(0.7, gt=0, le=1, description="drop a question whose ROUGE-L F1 with any of the scenario's "
                                                       "questions reaches this")
+    loss: Literal["nll", "kl"] = Field("nll", description="nll: the pairs join the training data (the base's "
+                                       "greedy answers are fitted as targets); kl: they anchor the model to the "
+                                       "base's full next-token distributions on them, KL(p_base || p) over their "
+                                       "answer tokens, beside the scenario's NLL")
+    weight: float = Field(1.0, gt=0, description="loss=kl: the anchor term's weight")
     seed: int = 0
 
     @field_validator("source")
