@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from obliviate.errors import ObliviateError
+from obliviate.utils.threads import apply_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Machine unlearning for large language models: build, unlearn, evaluate, prove.")
@@ -46,6 +47,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")]
     for noisy in ("transformers", "accelerate", "peft", "torch"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    apply_budget()  # OBLIVIATE_THREADS (checked here: a bad value is one line before any work)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

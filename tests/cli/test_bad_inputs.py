@@ -65,10 +65,12 @@ class Case:
     needles: tuple[str, ...]
     code: int = 2
     setup: str | None = None  # "lock": another run holds OUT
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the run
 
 
-def case(*args: str, needles: str | tuple[str, ...], code: int = 2, setup: str | None = None) -> Case:
-    return Case(args, (needles,) if isinstance(needles, str) else needles, code, setup)
+def case(*args: str, needles: str | tuple[str, ...], code: int = 2, setup: str | None = None,
+         env: dict[str, str] | None = None) -> Case:
+    return Case(args, (needles,) if isinstance(needles, str) else needles, code, setup, tuple((env or {}).items()))
 
 
 M = ("--model", "{model}")
@@ -240,6 +242,9 @@ CASES: dict[str, Case] = {
     "ledger/missing-dir": case("ledger", "{tmp}/no-such-dir", needles="no such directory"),
     # ls
     "ls/unknown-kind": case("ls", "methodz", needles="did you mean 'methods'"),
+    # the environment, read before any command runs
+    "env/threads-not-a-number": case(*U, "--scenario", "synthetic", env={"OBLIVIATE_THREADS": "two"},
+                                     needles=("OBLIVIATE_THREADS='two'", "positive whole number", "unset it")),
     # cache
     "cache/purge-missing-model": case("cache", "purge", "--model", "{tmp}/no-such-model",
                                       needles="no such model directory"),
@@ -293,8 +298,10 @@ def _listing(d: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_ends_in_one_clear_line(name, cli, tmp_path, model_copy, readonly):
+def test_bad_input_ends_in_one_clear_line(name, cli, tmp_path, model_copy, readonly, monkeypatch):
     c = CASES[name]
+    for var, value in c.env:
+        monkeypatch.setenv(var, value)
     data = tmp_path / "data"
     for rel, content in FILES.items():
         (data / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
-import torch
 
 from obliviate.data.records import QA, Split
 from obliviate.data.templates import Encoded, Formatter
@@ -225,10 +224,3 @@ class ModelRunner:
 
 def qa_pairs(records: Sequence[QA]) -> list[tuple[str, str, str]]:
     return [(r.id, r.question, r.answer) for r in records]
-
-
-def set_threads(n: int | None) -> None:
-    """`torch.set_num_threads` = the cores available unless told otherwise (METHODS.md, "This CPU")."""
-    import os
-
-    torch.set_num_threads(n or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (n or os.cpu_count() or 1))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -307,8 +306,3 @@ def make_runner(model, tokenizer, cfg: EvalConfig, name: str, progress: PassProg
                        gen_batch_size=cfg.gen_batch_size, max_new_tokens=cfg.max_new_tokens,
                        cache=PassCache(enabled=cfg.cache), name=name, progress=progress,
                        tokenize=cfg.tokenize_for(model if source is None else source))
-
-
-def env_threads() -> int | None:
-    v = os.environ.get("OBLIVIATE_THREADS")
-    return int(v) if v else None

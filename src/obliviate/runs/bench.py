@@ -33,6 +33,7 @@ from obliviate.runs.sweep import read_presets
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
+from obliviate.utils.threads import per_job, thread_budget
 from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,8 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     for role, model in (("retain", built.retain), ("target", built.target)):
         ref = out_p / "eval" / "retain" if role == "target" else built.retain
         evals[role] = evaluate_reference(model, scen, out_p / "eval" / role, ref, None, role, say)
-    n_jobs = jobs or max(1, min(2, os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    n_jobs = jobs or max(1, min(2, thread_budget()))
+    threads = per_job(n_jobs)  # OBLIVIATE_THREADS, when set, is the whole bench's budget
     todo = []
     for n in names:
         cfg = method_config(n, scenario, paper_defaults, file_presets, overrides, base)

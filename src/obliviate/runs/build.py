@@ -41,6 +41,7 @@ from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_to
 from obliviate.runs.rehearsal import RehearsalSpec, synthesize
 from obliviate.utils.cache import Cache
 from obliviate.utils.hashing import file_hash, stable_hash
+from obliviate.utils.threads import per_job, thread_budget
 from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
 from obliviate.utils import dist
 
@@ -224,12 +225,13 @@ def _train_both(cfg: BuildConfig, scen: Scenario, key: str, out: Path, progress:
         else:
             jobs = {name: Split(split.name, split.records + tuple(rehearsal), split.source)
                     for name, split in jobs.items()}
-    parallel = cfg.parallel and (os.cpu_count() or 1) >= 2
+    parallel = cfg.parallel and thread_budget() >= 2
     info: dict[str, Any] = {}
     if parallel:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
-        procs = {name: ctx.Process(target=_worker, args=(name, split, tok_dir, cfg, out, queue, 1, anchor))
+        procs = {name: ctx.Process(target=_worker, args=(name, split, tok_dir, cfg, out, queue, per_job(len(jobs)),
+                                                             anchor))
                  for name, split in jobs.items()}
         for p in procs.values():
             p.start()
