@@ -65,14 +65,29 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
 def _model_identity(model: ModelLike) -> Any:
     """What a reference evaluation's key names the model by: a model in memory by nothing that outlives it; a
     directory by its resolved path and its weight files' sizes and modification times (an `unlearn --overwrite`
-    into the same path changes them); a hub id or a file by its name."""
+    into the same path changes them); a file (`.gguf`) by its path, size and modification time; a hub id by its
+    name and the commit of its snapshot in the local Hugging Face cache (None before the first download, so a
+    model the hub has updated since is evaluated again, not mistaken for the one evaluated)."""
     if isinstance(model, tuple):
         return "memory"
     p = Path(model)
     if p.is_dir():
         return [str(p.resolve()), sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
                                          for f in p.glob("*.safetensors"))]
-    return str(p.resolve()) if p.exists() else str(model)
+    if p.exists():
+        return [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
+    return ["hub", str(model), _hub_snapshot(str(model))]
+
+
+def _hub_snapshot(repo_id: str) -> str | None:
+    """The commit of the snapshot the local Hugging Face cache would load for `repo_id` (its `main`), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid repo id: nothing cached under it
+        return None
+    return Path(hit).parent.name if isinstance(hit, str) else None
 
 
 def reference_key(model: ModelLike, scen: Scenario, reference: ModelLike | None,
