@@ -13,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from obliviate.data.templates import IGNORE_INDEX as X
 from obliviate.data.templates import Encoded
+from obliviate.eval import passes
 from obliviate.eval.passes import answer_nll, generate_pass, logprob_pass, prefix_generate_pass, sample_pass
 from obliviate.utils.tensors import pad_batch
 
@@ -129,6 +130,28 @@ def test_generate_pass_matches_one_prompt_at_a_time(llama):
     batched = generate_pass(llama, prompts, pad_id=0, eos_id=2, max_new_tokens=[6, 4, 6], batch_size=8)
     alone = [generate_pass(llama, [p], pad_id=0, eos_id=2, max_new_tokens=n)[0] for p, n in zip(prompts, [6, 4, 6])]
     assert batched == alone and all(len(x) <= n for x, n in zip(batched, [6, 4, 6]))
+    hf = passes._generate_whole_batches(llama, prompts, 0, 2, [6, 4, 6], 8, None)  # transformers' generate
+    assert batched == hf
+
+
+def test_generate_pass_lets_finished_rows_leave_the_batch(llama):
+    """Transformers' generate decodes a batch until its longest row ends; generate_pass drops each row as it ends
+    (its EOS or its limit), with the same continuations: fewer rows go through the decode steps."""
+    prompts, limits, _ = _prefix_case()
+    limits = [2 if i % 3 else 12 for i in range(len(prompts))]  # most rows end early, a few run long
+    rows: list[int] = []
+    handle = llama.register_forward_pre_hook(
+        lambda mod, args, kwargs: rows.append(kwargs["input_ids"].shape[0]) if kwargs["input_ids"].shape[1] == 1
+        else None, with_kwargs=True)
+    try:
+        got = generate_pass(llama, prompts, pad_id=0, eos_id=1, max_new_tokens=limits, batch_size=64)
+        decoded = sum(rows)
+        rows.clear()
+        want = passes._generate_whole_batches(llama, prompts, 0, 1, limits, 64, None)
+    finally:
+        handle.remove()
+    assert got == want
+    assert decoded < sum(rows) / 2, (decoded, sum(rows))
 
 
 def _prefix_case():
@@ -149,9 +172,9 @@ def test_prefix_generate_pass_matches_generate_pass(llama):
     prefixes split across batches, small groups packed together), per-prompt limits, and an EOS that cuts some
     continuations short (EOS is a token the model does emit, so the cut is exercised)."""
     prompts, limits, hosts = _prefix_case()
-    free = generate_pass(llama, prompts, pad_id=0, eos_id=1, max_new_tokens=limits, batch_size=4)
+    free = passes._generate_whole_batches(llama, prompts, 0, 1, limits, 4, None)  # transformers' generate
     eos = free[0][2]  # a token the model emits mid-continuation
-    want = generate_pass(llama, prompts, pad_id=0, eos_id=eos, max_new_tokens=limits, batch_size=4)
+    want = passes._generate_whole_batches(llama, prompts, 0, eos, limits, 4, None)
     assert any(len(w) < n for w, n in zip(want, limits))  # some continuation stopped at EOS
     ticks: list[tuple[int, int]] = []
     for bs in (4, 7, 64):
@@ -168,24 +191,23 @@ def test_prefix_generate_pass_refuses_a_prompt_off_its_host(llama):
 
 def test_prefix_generate_pass_falls_back_for_sliding_window_attention(monkeypatch):
     """A sliding window counts cache slots, not positions, so a prefix cannot decode from a longer host's cache:
-    such a model decodes each prompt on its own (generate_pass), with the same results."""
+    such a model decodes through transformers' generate, with the same results (generate_pass too)."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from obliviate.eval import passes
-
     calls = []
-    real = passes.generate_pass
-    monkeypatch.setattr(passes, "generate_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = passes._generate_whole_batches
+    monkeypatch.setattr(passes, "_generate_whole_batches", lambda *a, **k: calls.append(1) or real(*a, **k))
 
     cfg = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                         num_key_value_heads=2, sliding_window=4)
     torch.manual_seed(0)
     model = MistralForCausalLM(cfg).eval()
     prompts, limits, hosts = _prefix_case()
-    want = generate_pass(model, prompts, pad_id=0, eos_id=1, max_new_tokens=limits, batch_size=8)
+    want = real(model, prompts, 0, 1, limits, 8, None)
     assert prefix_generate_pass(model, prompts, hosts, pad_id=0, eos_id=1, max_new_tokens=limits,
                                 batch_size=8) == want
-    assert calls == [1]
+    assert generate_pass(model, prompts, pad_id=0, eos_id=1, max_new_tokens=limits, batch_size=8) == want
+    assert calls == [1, 1]
 
 
 def test_shared_prompts_give_the_unshared_statistics(llama):
