@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
-
 from obliviate.data.records import QA, Split
 from obliviate.data.templates import Encoded, Formatter
 from obliviate.eval import metrics as M
