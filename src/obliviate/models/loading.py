@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from obliviate.errors import ModelError
+from obliviate.utils.threads import available_cores
 
 
 def is_model_dir(path: Path) -> bool:
@@ -170,8 +171,7 @@ def fingerprint(model: torch.nn.Module, length: int = 16, threads: int | None = 
         elif ident is not None:
             first[ident] = n
     todo = [n for n in names if n not in alias]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = threads or min(8, cores)
+    workers = threads or min(8, available_cores())
     with ThreadPoolExecutor(max(1, workers)) as pool:
         digests = dict(zip(todo, pool.map(lambda n: _tensor_digest(sd[n]), todo), strict=True))
     h = hashlib.sha256(json.dumps(architecture_config(model), sort_keys=True, default=str).encode())

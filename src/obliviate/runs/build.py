@@ -41,8 +41,8 @@ from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_to
 from obliviate.runs.rehearsal import RehearsalSpec, synthesize
 from obliviate.utils.cache import Cache
 from obliviate.utils.hashing import file_hash, stable_hash
-from obliviate.utils.threads import per_job, thread_budget
 from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
+from obliviate.utils.threads import per_job, thread_budget
 from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
