@@ -294,7 +294,8 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
             out: Annotated[Path, typer.Option(help="output directory (model + manifest.json)")],
             scenario: Annotated[str | None, typer.Option(help="take forget/retain data from this scenario")] = None,
             forget: Annotated[Path | None, typer.Option(help="forget set file (JSON lines / JSON array)")] = None,
-            retain: Annotated[Path | None, typer.Option(help="retain set file")] = None,
+            retain: Annotated[Path | None, typer.Option(help="retain set file (with --scenario: trained on in place of "
+                                                                "its retain set; the evaluation stays the scenario's)")] = None,
             eval_: EvalFlag = False,
             reference: EvalReference = None,
             data: DataDir = None,
@@ -569,7 +570,8 @@ def sweep(method: Annotated[str, typer.Option(help="method name (obliviate ls me
                                                          "--reference)")] = None,
           reference: EvalReference = None,
           forget: Annotated[Path | None, typer.Option(help="with --model: the forget set file")] = None,
-          retain: Annotated[Path | None, typer.Option(help="with --model: the retain set file")] = None,
+          retain: Annotated[Path | None, typer.Option(help="the retain set file (with --scenario: trained on in place of "
+                                                          "its retain set)")] = None,
           trials: Annotated[int, typer.Option(help="trials of the study in all (every worker's); a rerun continues "
                                                    "up to it")] = 20,
           space: Annotated[str, typer.Option(help="'default' (the method's declared space) or a YAML space file "
