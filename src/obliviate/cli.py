@@ -344,11 +344,15 @@ def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to att
            scenario: Annotated[str, typer.Option(help="scenario whose forget set is attacked")] = "synthetic",
            target: Annotated[str | None, typer.Option(help="the original model, attacked too for comparison "
                                                           "(default: the input model named in MODEL's manifest)")] = None,
+           control: Annotated[str | None, typer.Option(help="a model that never learned the forget set (the retain "
+                                                           "model), attacked too: what the attack teaches from "
+                                                           "nothing")] = None,
            out: Annotated[Path | None, typer.Option(help="write attack.json here")] = None,
            data: DataDir = None,
            overwrite: Overwrite = False,
            overrides: Overrides = None) -> None:
-    """Try to bring the forgotten knowledge back; report forget ROUGE-L before/after and the recovery ratio."""
+    """Try to bring the forgotten knowledge back; report forget ROUGE-L (and the answers' probability) before and
+    after, and the recovery ratio."""
     from obliviate import api
     from obliviate.eval.report import fmt_value
 
@@ -358,15 +362,17 @@ def attack(model: Annotated[str, typer.Option(help="the (unlearned) model to att
         target = api.input_model_of(model)
     scen = api.load_scenario(scenario, data, **scen_opts)
     with eval_progress() as progress:
-        res = api.attack(model, scen, attack_, target=target, out=out, overwrite=overwrite, config=cfg,
-                         progress=progress)
-    t = Table(title=f"attack {attack_}: forget ROUGE-L recall")
-    for c in ("model", "before", "after", "recovery"):
+        res = api.attack(model, scen, attack_, target=target, control=control, out=out, overwrite=overwrite,
+                         config=cfg, progress=progress)
+    t = Table(title=f"attack {attack_}: forget ROUGE-L recall (answer probability)")
+    for c in ("model", "before", "after", "recovery", "prob before", "prob after"):
         t.add_column(c, justify="right" if c != "model" else "left")
-    for label in ("unlearned", "target"):
+    for label in ("unlearned", "target", "control"):
         if label in res:
             r = res[label]
-            t.add_row(label, fmt_value(r["before"]["rougeL"]), fmt_value(r["after"]["rougeL"]), fmt_value(r["recovery"]))
+            probs = [fmt_value(r[k]["prob"]) if "prob" in r[k] else "–" for k in ("before", "after")]
+            t.add_row(label, fmt_value(r["before"]["rougeL"]), fmt_value(r["after"]["rougeL"]), fmt_value(r["recovery"]),
+                      *probs)
     con.print(t)
     if out is not None:
         con.print(f"written: {out / 'attack.json'}")

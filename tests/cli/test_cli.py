@@ -61,11 +61,14 @@ def test_build_then_eval_end_to_end(tmp_path, cli):
 
     att = tmp_path / "attack"
     code, out, err = cli("attack", "--model", str(models / "retain"), "--target", str(models / "target"),
-                         "--attack", "quantize", "--out", str(att), *EVAL_OPTS, "bits=[4]")
+                         "--control", str(models / "retain"), "--attack", "quantize", "--out", str(att), *EVAL_OPTS,
+                         "bits=[4]")
     assert code == 0, err
     res = json.loads((att / "attack.json").read_text())
     assert set(res["unlearned"]["per_bits"]) == {"4"} and "recovery" in res["target"]
-    assert "recovery" in out
+    assert res["control"] == res["unlearned"]  # the same model as its own control: the same numbers
+    assert res["control"]["after"]["prob"] != res["target"]["after"]["prob"]
+    assert "recovery" in out and "control" in out and "prob after" in out
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -100,3 +100,17 @@ def test_bench_attack_cache_is_redone_for_a_changed_model(tiny_model_dir, forget
     A.attack_rows(rows, tmp_path / "bench", scen, ["quantize"], model, lambda _: None)
     assert calls == ["quantize", "quantize"]  # new weights: attacked anew
     assert "attack_quantize_recovery" in rows[0]
+
+
+def test_bench_attacks_the_retain_model_as_the_control(tiny_model_dir, forget_records, tmp_path):
+    scen = SimpleNamespace(forget=Split("forget", tuple(forget_records)))
+    rows = [{"name": "target"}, {"name": "retain"}, {"name": "ga", "error": "failed"}]
+    A.attack_rows(rows, tmp_path / "bench", scen, ["quantize", "prefix"], tiny_model_dir, lambda _: None,
+                  retain=tiny_model_dir)
+    assert rows[1]["attack_quantize_recovery"] == rows[0]["attack_quantize_recovery"]  # the same model here
+    assert 0 <= rows[1]["attack_quantize_prob_after"] <= 1
+    assert "attack_prefix_after" in rows[1] and "attack_prefix_prob_after" not in rows[1]  # no probability measured
+    assert not any(k.startswith("attack_") for k in rows[2])
+    bare = [{"name": "retain"}]
+    A.attack_rows(bare, tmp_path / "bench2", scen, ["quantize"], tiny_model_dir, lambda _: None)
+    assert bare == [{"name": "retain"}]  # no retain model given: nothing to attack

@@ -2,7 +2,10 @@
 
 Each attack measures the forget set before and after, on the unlearned model AND on the original target, and
 reports the recovery ratio = forget ROUGE-L recall after / before (how much of what was measured before the
-attack is there after it; > 1 means the attack brought knowledge back):
+attack is there after it; > 1 means the attack brought knowledge back). Given a control, a model that never
+learned the forget set (the scenario's retain model), the attack runs on it too: what an attack gives the control
+is what it teaches from nothing, so an unlearned model that ends far above the control (ROUGE-L, and above all
+the answers' probability) had the knowledge hidden, not removed. The attacks:
 - relearn: fine-tune for a few steps on one half of the forget set, measure the OTHER half (Hu et al. 2024:
   unlearned knowledge often returns after brief relearning on related data);
 - paraphrase: ask the forget questions in other words (TOFU's paraphrased_question);
@@ -191,16 +194,16 @@ def input_model_of(model: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[str] | None = None,
+def attack(model, scenario, name: str, *, target=None, control=None, out: str | os.PathLike[str] | None = None,
            overwrite: bool = False, config: dict[str, Any] | None = None,
            progress: PassProgress | None = None) -> dict[str, Any]:
-    """Run one recovery attack on `model` and, for comparison, on the original `target` (a model path or
-    (model, tokenizer) pair; default: none). Writes `attack.json` to `out` when given. `progress(description,
-    done, total)` follows each model pass."""
+    """Run one recovery attack on `model` and, for comparison, on the original `target` and on a `control` that
+    never learned the forget set (the retain model); each a model path or (model, tokenizer) pair, default none.
+    Writes `attack.json` to `out` when given. `progress(description, done, total)` follows each model pass."""
     dist.require_single_process("attack")
     ATTACKS.get(name)
     cfg = build_config(AttackConfig, config or {}, where="attack config")
-    inputs = [x for x in (model, target) if x is not None and not isinstance(x, tuple)]
+    inputs = [x for x in (model, target, control) if x is not None and not isinstance(x, tuple)]
     guard = claim_output(out, overwrite, inputs=inputs) if out is not None else contextlib.nullcontext()
     with guard:
         scen = load_scenario(scenario)
@@ -208,10 +211,11 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
         m, tok, label = load_model(model, "model")
         result = {"attack": name, "model": label, "config": cfg.model_dump(),
                   "unlearned": run_attack(name, m, tok, forget, cfg, progress)}
-        if target is not None:
-            tm, ttok, tlabel = load_model(target, "target")
-            result["target_model"] = tlabel
-            result["target"] = run_attack(name, tm, ttok, forget, cfg, progress)
+        for role, other in (("target", target), ("control", control)):
+            if other is not None:
+                om, otok, olabel = load_model(other, role)
+                result[f"{role}_model"] = olabel
+                result[role] = run_attack(name, om, otok, forget, cfg, progress)
         if out is not None:
             with atomic_dir(out, overwrite=True) as tmp:
                 atomic_write_json(tmp / "attack.json", result)
@@ -219,13 +223,15 @@ def attack(model, scenario, name: str, *, target=None, out: str | os.PathLike[st
 
 
 def attack_rows(rows: list[dict[str, Any]], out: Path, scen, names: list[str], target: Path,
-                say: Callable[[str], None]) -> None:
-    """bench --attacks: add `attack_<name>_after` and `attack_<name>_recovery` columns to each method's row."""
+                say: Callable[[str], None], retain: Path | None = None) -> None:
+    """bench --attacks: add `attack_<name>_after`, `attack_<name>_prob_after` and `attack_<name>_recovery` columns
+    to each method's row, and to the target's and the retain model's (the control: what the attack gives a model
+    that never learned the forget set)."""
     forget = list(scen.forget.records)
     cfg = AttackConfig()
     for r in rows:
-        model_dir = target if r["name"] == "target" else out / "runs" / r["name"]
-        if r.get("error") or r["name"] == "retain" or not (model_dir / "config.json").is_file():
+        model_dir = {"target": target, "retain": retain}.get(r["name"], out / "runs" / r["name"])
+        if r.get("error") or model_dir is None or not (model_dir / "config.json").is_file():
             continue
         cache = out / "attacks" / f"{r['name']}.json"
         m, tok = load_model_and_tokenizer(model_dir)
@@ -239,4 +245,6 @@ def attack_rows(rows: list[dict[str, Any]], out: Path, scen, names: list[str], t
                 done[a] = run_attack(a, m, tok, forget, cfg)
                 atomic_write_json(cache, done)
             r[f"attack_{a}_after"] = done[a]["after"]["rougeL"]
+            if "prob" in done[a]["after"]:  # the prefix attack scores continuations only
+                r[f"attack_{a}_prob_after"] = done[a]["after"]["prob"]
             r[f"attack_{a}_recovery"] = done[a]["recovery"]

@@ -200,7 +200,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
                     results.append(r)
     rows = collect_rows(out_p, names, built.target, evals)
     if attacks:
-        attack_rows(rows, out_p, scen, list(attacks), built.target, say)
+        attack_rows(rows, out_p, scen, list(attacks), built.target, say, retain=built.retain)
     recipe = {k: v for k, v in build_over.items() if k not in ("base", "scenario_options")}
     board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": recipe,
              "models": str(built.target.parent),
