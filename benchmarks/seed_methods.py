@@ -8,6 +8,9 @@ papers' claims checked at this scale:
   file, at MU no lower than GradDiff's.
 - UniErase's keys at the subject's last token (the paper's edit; bases of >= 8 layers).
 - The best method of the table: FQ >= 0.9 at MU >= 0.95 x the target's.
+- Recovery: the relearn attack brings that method's other-half forget ROUGE-L to <= 1.5 x its value after
+  unlearning; printed beside it, the answers' probability after the attack against the retain model's (attacked the
+  same way: it never learned the forget set), which tells knowledge hidden from knowledge removed.
 Where a claim does not hold at this scale the numbers are printed as they are.
 
     python benchmarks/seed_methods.py [--scenario tofu-mini] [--out runs/bench] [--methods ...] [--base smollm2-135m]
@@ -121,8 +124,38 @@ def main() -> int:
         claim(f"best FQ at MU >= 0.95 x target ({fmt(floor)}): "
               + (f"{best['name']} {fmt(best['forget_quality'])} >= 0.9" if best else "no method keeps that MU"),
               best is not None and best["forget_quality"] >= 0.9)
+        relearn_claim(board, best if best is not None and best["name"] not in variants else None, out,
+                      args.scenario, claim)
     print(f"\nreport: {out / 'report.html'}")
     return 0
+
+
+def relearn_claim(board: dict, best: dict | None, out: Path, scenario: str, claim) -> None:
+    """Claim 6: the relearn attack on the best method (the best feasible one, else the highest FQ of the table) and
+    on the retain model beside it (the control, which never learned the forget set): recovery <= 1.5, and the
+    answers' probability after the attack against the control's (far above it: hidden, not removed)."""
+    from obliviate.runs.attacks import attack_rows
+    from obliviate.runs.common import load_scenario
+
+    cands = [r for r in board["rows"] if r.get("kind") == "method" and r.get("forget_quality") is not None]
+    top = best or max(cands, key=lambda r: r["forget_quality"], default=None)
+    if top is None:
+        return
+    models = Path(board["models"])
+    pair = [{"name": top["name"]}, {"name": "retain"}]
+    attack_rows(pair, out, load_scenario(scenario), ["relearn"], models / "target", lambda m: print(m, flush=True),
+                retain=models / "retain")
+    got, ctrl = pair
+    rec = got.get("attack_relearn_recovery")
+    if rec is None:
+        print(f"  n/a    relearn on {top['name']}: nothing measured before the attack (forget ROUGE-L 0)")
+        return
+    claim(f"relearn (10 steps on half the forget set) on {top['name']}: the other half's forget ROUGE-L "
+          f"x{fmt(rec)} <= 1.5", rec <= 1.5)
+    p, pc = got.get("attack_relearn_prob_after"), ctrl.get("attack_relearn_prob_after")
+    if p is not None and pc:
+        print(f"         its answers' probability after the attack {fmt(p)} vs the retain model's {fmt(pc)} "
+              f"({fmt(p / pc)}x: {'hidden, not removed' if p > 2 * pc else 'no more than a model that never knew'})")
 
 
 if __name__ == "__main__":

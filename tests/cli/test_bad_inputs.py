@@ -197,6 +197,8 @@ CASES: dict[str, Case] = {
     "attack/out-inside-model": case(*A, "--out", "{model}/attack", needles="inside the input model"),
     "attack/missing-model": case("attack", "--model", "{tmp}/no-such-model", "--attack", "quantize",
                                  needles="no such model directory"),
+    "attack/missing-control": case(*A, "--control", "{tmp}/no-such-retain-model", "--out", "{out}",
+                                   needles=("no-such-retain-model", "no such model directory")),
     # bench
     "bench/out-is-a-file": case("bench", "--methods", "ga", "--out", "{data}/not_a_dir.txt", needles="is a file"),
     "bench/out-read-only": case("bench", "--methods", "ga", "--out", "{readonly}/b", needles="cannot write"),

@@ -208,14 +208,14 @@ def attack(model, scenario, name: str, *, target=None, control=None, out: str | 
     with guard:
         scen = load_scenario(scenario)
         forget = list(scen.forget.records)
-        m, tok, label = load_model(model, "model")
-        result = {"attack": name, "model": label, "config": cfg.model_dump(),
-                  "unlearned": run_attack(name, m, tok, forget, cfg, progress)}
-        for role, other in (("target", target), ("control", control)):
-            if other is not None:
-                om, otok, olabel = load_model(other, role)
-                result[f"{role}_model"] = olabel
-                result[role] = run_attack(name, om, otok, forget, cfg, progress)
+        # every model loaded before any attack runs: a bad --target or --control fails in seconds, not after it
+        models = {role: load_model(src, "model" if role == "unlearned" else role)
+                  for role, src in (("unlearned", model), ("target", target), ("control", control)) if src is not None}
+        result: dict[str, Any] = {"attack": name, "model": models["unlearned"][2], "config": cfg.model_dump()}
+        for role, (m, tok, label) in models.items():
+            if role != "unlearned":
+                result[f"{role}_model"] = label
+            result[role] = run_attack(name, m, tok, forget, cfg, progress)
         if out is not None:
             with atomic_dir(out, overwrite=True) as tmp:
                 atomic_write_json(tmp / "attack.json", result)
