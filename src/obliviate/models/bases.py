@@ -21,7 +21,7 @@ from typing import Literal
 
 from obliviate.errors import ModelError, RegistryError
 from obliviate.models.gguf_convert import BASE_JSON, cache_dir, convert_gguf, is_converted
-from obliviate.models.loading import _check_source
+from obliviate.models.loading import check_source
 from obliviate.registry import Registry
 from obliviate.utils.cache import exclusive
 from obliviate.utils.io import atomic_dir, atomic_write_json, read_json
@@ -103,7 +103,7 @@ def resolve_base(name_or_path: str | os.PathLike[str]) -> Path | str:
             return convert_gguf(src)
         p = Path(src).expanduser()
         if p.exists() or "/" in src or src.startswith((".", "~")):
-            _check_source(src)  # a model directory, or a hub id the offline cache holds
+            check_source(src)  # a model directory, or a hub id the offline cache holds
             return p if p.exists() else src
     try:
         base = BASES.get(src)

@@ -20,7 +20,7 @@ def is_model_dir(path: Path) -> bool:
 def load_tokenizer(name_or_path: str | os.PathLike[str]):
     from transformers import AutoTokenizer
 
-    src = _check_source(str(name_or_path))
+    src = check_source(str(name_or_path))
     try:
         tok = AutoTokenizer.from_pretrained(src)
     except Exception as e:
@@ -77,7 +77,7 @@ def load_model(name_or_path: str | os.PathLike[str], dtype: torch.dtype | None =
 
     dtype = dtype or default_dtype()
     device = device or default_device()
-    src = _check_source(str(name_or_path))
+    src = check_source(str(name_or_path))
     quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
@@ -93,7 +93,7 @@ def load_model_and_tokenizer(name_or_path: str | os.PathLike[str], dtype: torch.
     return load_model(name_or_path, dtype, device), load_tokenizer(name_or_path)
 
 
-def _check_source(src: str) -> str:
+def check_source(src: str) -> str:
     """Validate a model argument and return what to hand `from_pretrained`: the argument itself, or for a `.gguf`
     file its float32 model directory (converted on first use, cached by the file's hash; models/gguf_convert.py)."""
     if src.lower().endswith(".gguf"):

@@ -38,7 +38,8 @@ from obliviate.eval.runner import ModelRunner, PassProgress
 from obliviate.methods.base import TrainConfig
 from obliviate.methods.common import FinetuneNLL
 from obliviate.methods.engine import train
-from obliviate.models.loading import fingerprint, load_model_and_tokenizer
+from obliviate.models.bases import BASES
+from obliviate.models.loading import check_source, fingerprint, load_model_and_tokenizer
 from obliviate.registry import Registry
 from obliviate.runs.common import load_model, load_scenario
 from obliviate.utils.io import atomic_dir, atomic_write_json, claim_output, read_json
@@ -208,14 +209,17 @@ def attack(model, scenario, name: str, *, target=None, control=None, out: str | 
     with guard:
         scen = load_scenario(scenario)
         forget = list(scen.forget.records)
-        # every model loaded before any attack runs: a bad --target or --control fails in seconds, not after it
-        models = {role: load_model(src, "model" if role == "unlearned" else role)
-                  for role, src in (("unlearned", model), ("target", target), ("control", control)) if src is not None}
-        result: dict[str, Any] = {"attack": name, "model": models["unlearned"][2], "config": cfg.model_dump()}
-        for role, (m, tok, label) in models.items():
-            if role != "unlearned":
-                result[f"{role}_model"] = label
+        roles = [(role, src) for role, src in (("unlearned", model), ("target", target), ("control", control))
+                 if src is not None]
+        for _, src in roles:  # a bad --target or --control fails in seconds, not after the first attack
+            if not isinstance(src, tuple) and str(src) not in BASES:
+                check_source(str(src))
+        result: dict[str, Any] = {"attack": name, "config": cfg.model_dump()}
+        for role, src in roles:  # one model in memory at a time
+            m, tok, label = load_model(src, "model" if role == "unlearned" else role)
+            result["model" if role == "unlearned" else f"{role}_model"] = label
             result[role] = run_attack(name, m, tok, forget, cfg, progress)
+            del m, tok
         if out is not None:
             with atomic_dir(out, overwrite=True) as tmp:
                 atomic_write_json(tmp / "attack.json", result)
