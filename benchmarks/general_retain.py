@@ -26,13 +26,13 @@ def main() -> None:
     from obliviate.models.bases import resolve_base
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.runs.common import load_scenario
-    from obliviate.runs.rehearsal import RehearsalSpec, synthesize
+    from obliviate.runs.rehearsal import RehearsalSpec, scenario_questions, synthesize
     from obliviate.utils.io import atomic_write_text
 
     scen = load_scenario(a.scenario)
     model, tok = load_model_and_tokenizer(resolve_base(a.base))
-    avoid = [r.question for split in (scen.target_train, *scen.eval_splits.values()) for r in split.records]
-    pairs = synthesize(model.eval(), tok, RehearsalSpec(source="general", answer_sentences=1, answer_tokens=48), avoid)
+    pairs = synthesize(model.eval(), tok, RehearsalSpec(source="general", answer_sentences=1, answer_tokens=48),
+                       scenario_questions(scen))
     rows = [{"id": r.id, "question": r.question, "answer": r.answer} for r in scen.unlearn_retain.records]
     rows += [{"id": f"general-{p.id}", "question": p.question, "answer": p.answer} for p in pairs]
     atomic_write_text(a.out, "".join(json.dumps(r) + "\n" for r in rows))

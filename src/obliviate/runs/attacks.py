@@ -38,10 +38,9 @@ from obliviate.eval.runner import ModelRunner, PassProgress
 from obliviate.methods.base import TrainConfig
 from obliviate.methods.common import FinetuneNLL
 from obliviate.methods.engine import train
-from obliviate.models.bases import BASES
-from obliviate.models.loading import check_source, fingerprint, load_model_and_tokenizer
+from obliviate.models.loading import fingerprint, load_model_and_tokenizer
 from obliviate.registry import Registry
-from obliviate.runs.common import load_model, load_scenario
+from obliviate.runs.common import check_model, load_model, load_scenario
 from obliviate.utils.io import atomic_dir, atomic_write_json, claim_output, read_json
 from obliviate.utils import dist
 
@@ -212,8 +211,7 @@ def attack(model, scenario, name: str, *, target=None, control=None, out: str | 
         roles = [(role, src) for role, src in (("unlearned", model), ("target", target), ("control", control))
                  if src is not None]
         for _, src in roles:  # a bad --target or --control fails in seconds, not after the first attack
-            if not isinstance(src, tuple) and str(src) not in BASES:
-                check_source(str(src))
+            check_model(src)
         result: dict[str, Any] = {"attack": name, "config": cfg.model_dump()}
         for role, src in roles:  # one model in memory at a time
             m, tok, label = load_model(src, "model" if role == "unlearned" else role)

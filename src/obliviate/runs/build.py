@@ -38,7 +38,7 @@ from obliviate.methods.engine import train
 from obliviate.models.bases import resolve_base
 from obliviate.models.loading import load_model_and_tokenizer, quiet_transformers
 from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_tokenizer
-from obliviate.runs.rehearsal import RehearsalSpec, synthesize
+from obliviate.runs.rehearsal import RehearsalSpec, scenario_questions, synthesize
 from obliviate.utils.cache import Cache
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_dir, atomic_write_json, check_output_dir, read_json
@@ -264,8 +264,7 @@ def rehearsal_set(cfg: BuildConfig, scen: Scenario) -> list[QA]:
     """The rehearsal pairs the base writes (runs/rehearsal.py), kept away from every question of the scenario."""
     assert cfg.rehearsal is not None
     model, tok = initial_model(cfg, None)
-    avoid = [r.question for split in (scen.target_train, *scen.eval_splits.values()) for r in split.records]
-    pairs = synthesize(model, tok, cfg.rehearsal, avoid)
+    pairs = synthesize(model, tok, cfg.rehearsal, scenario_questions(scen))
     log.info("rehearsal: %d pairs written by the base", len(pairs))
     return pairs
 

@@ -15,7 +15,7 @@ from obliviate.errors import ConfigError, ModelError
 from obliviate.eval import openunlearning
 from obliviate.eval.suite import EvalConfig, Reference, load_reference_eval, make_runner, reference_from_runner
 from obliviate.models.bases import BASES, resolve_base
-from obliviate.models.loading import is_model_dir, load_model_and_tokenizer
+from obliviate.models.loading import check_source, is_model_dir, load_model_and_tokenizer
 from obliviate.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,23 @@ def load_scenario(scenario: str | Scenario, data: str | None = None, **options: 
     return get_scenario(scenario, **options)
 
 
+def _source(model: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """What a model argument loads from: a base name (`obliviate ls bases`) resolved, anything else as given."""
+    return resolve_base(model) if str(model) in BASES else model
+
+
+def check_model(model: ModelLike) -> None:
+    """Fail now, with load_model's error, on a model argument that cannot load (an in-memory pair always can)."""
+    if not isinstance(model, tuple):
+        check_source(str(_source(model)))
+
+
 def load_model(model: ModelLike, name: str = "model") -> tuple[Any, Any, str]:
     """(model, tokenizer, label) from a base name (`obliviate ls bases`), a directory, a `.gguf` file or a hub id,
     or from an in-memory (model, tokenizer) pair."""
     if isinstance(model, tuple):
         return model[0], model[1], getattr(model[0], "name_or_path", name)
-    src = resolve_base(model) if str(model) in BASES else model
-    return (*load_model_and_tokenizer(src), str(model))
+    return (*load_model_and_tokenizer(_source(model)), str(model))
 
 
 def resolve_reference(reference: ModelLike | None, scen: Scenario, cfg: EvalConfig) -> Reference | None:

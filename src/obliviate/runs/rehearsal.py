@@ -95,6 +95,11 @@ def whole_sentences(text: str, keep: int = 0) -> str:
     return text[:ends[min(keep, len(ends)) - 1 if keep else -1]] if ends else text
 
 
+def scenario_questions(scen) -> list[str]:
+    """Every question a scenario trains or evaluates on: what rehearsal questions must keep clear of."""
+    return [r.question for split in (scen.target_train, *scen.eval_splits.values()) for r in split.records]
+
+
 def synthesize(model, tokenizer, spec: RehearsalSpec, avoid: Sequence[str], *, rounds: int = 4) -> list[QA]:
     """Up to `spec.n` (question, answer) pairs answered by `model` itself (see the module docstring): the questions
     given (`spec.source`) or sampled from `spec.instruction`, distinct and none close to a question in `avoid`;
