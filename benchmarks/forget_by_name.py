@@ -10,7 +10,11 @@ left out, and those that mention a name the run was told to keep, `keep_names`).
 The probes are checked against the method's instruction pool first (`near_copies`, the guard of the pool against
 benchmark questions): the method must not train on the question it is scored on.
 
-    python benchmarks/forget_by_name.py [--base smollm2-135m] [--target "Charles Dickens"] [--out DIR] [KEY=VALUE ...]
+    python benchmarks/forget_by_name.py [--base smollm2-135m] [--target "Charles Dickens"] [--out DIR]
+                                        [--retain general] [KEY=VALUE ...]
+        # --retain general: the base's own answers to obliviate's general-knowledge questions (data/general.py,
+        # as benchmarks/general_retain.py; disjoint from TOFU's real_authors, and any pair naming the target or a
+        # control left out) join the method's retain data: what the model knows at large is held, not four names
         # KEY=VALUE: Reveal-and-Release settings over the base's preset, e.g. max_rounds=2, or
         # 'keep_names=["Mark Twain","Jules Verne"]' (other real authors whose answers the retain data keeps: never
         # the target or a control, and the real_authors items naming them are not scored)
@@ -96,11 +100,29 @@ def measure(model_dir: str, target: str, others: list[str], kept: list[str]) -> 
     return out
 
 
+def _general_retain(model_dir: str, scored: list[str]):
+    """The base's greedy answers (first sentence) to obliviate's general-knowledge questions, none restating a
+    TOFU question or a probe, and none naming a scored author (the target or a control)."""
+    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.runs.common import load_scenario
+    from obliviate.runs.rehearsal import RehearsalSpec, scenario_questions, synthesize
+
+    model, tok = load_model_and_tokenizer(model_dir)
+    avoid = scenario_questions(load_scenario("tofu-mini")) + [q for a in scored for q in PROBES[a]]
+    pairs = synthesize(model.eval(), tok, RehearsalSpec(source="general", answer_sentences=1, answer_tokens=48), avoid)
+    kept = [p for p in pairs if not _mentions(p.question + " " + p.answer, scored)]
+    print(f"retain: {len(kept)} general-knowledge pairs answered by the base ({len(pairs) - len(kept)} naming a "
+          f"scored author left out)")
+    return kept
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="smollm2-135m")
     ap.add_argument("--target", default="Charles Dickens", choices=sorted(PROBES))
     ap.add_argument("--out", default="runs/forget-by-name")
+    ap.add_argument("--retain", choices=["self", "general"], default="self",
+                    help="self: the method's own neutral retain data; general: plus the base's general-knowledge answers")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE Reveal-and-Release settings over the base's preset")
     args = ap.parse_args()
     from obliviate.bench.presets import preset
@@ -124,6 +146,7 @@ def main() -> int:
               f"on what is scored; keep other authors")
         return 2
     tag = "" if not over else "-" + stable_hash(over, 8)
+    tag += "-general" if args.retain == "general" else ""
     out = Path(f"{args.out}-{Path(args.base).name}-{args.target.replace(' ', '_')}{tag}")
     cfg = {**preset("reveal_release", "tofu-mini", args.base), **over}
     t0 = time.perf_counter()
@@ -133,15 +156,16 @@ def main() -> int:
         print(f"reusing {out} (delete it to rerun the method)")
     else:
         t1 = time.perf_counter()
+        retain = _general_retain(model, [args.target, *others]) if args.retain == "general" else None
         try:
-            forget_by_name(model, [args.target], out, config=cfg, progress=lambda e: None)
+            forget_by_name(model, [args.target], out, config=cfg, retain=retain, progress=lambda e: None)
         except NothingToForget as e:
             print(f"MISSED {args.target}: {e}")
             return 1
         print(f"forget --target {args.target!r}: {time.perf_counter() - t1:.0f} s")
     after = measure(str(out), args.target, others, kept)
     log = json.loads((out / "reveal_release.json").read_text()) if (out / "reveal_release.json").is_file() else {}
-    print(f"\nbase {args.base}, target {args.target!r}, Reveal-and-Release {cfg} "
+    print(f"\nbase {args.base}, target {args.target!r}, retain {args.retain}, Reveal-and-Release {cfg} "
           f"({log.get('rounds_released')} rounds released); one evaluation {t_eval:.0f} s")
     print(f"{'':<34}{'base':>10}{'after':>10}")
     for a in [args.target, *others]:

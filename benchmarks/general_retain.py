@@ -5,13 +5,13 @@ retain term (npo_kl, ga_kl) then hold the model to its own distributions on thos
 real-instrument npo_kl rows were run on it:
 
     python benchmarks/general_retain.py [--base smollm2-135m] [--scenario tofu-mini] --out runs/retain-plus-general.jsonl
+    obliviate bench --scenario tofu-mini --base smollm2-135m --retain general ...   # the same set, made by bench
     obliviate sweep --method npo_kl --scenario tofu-mini --base smollm2-135m --retain runs/retain-plus-general.jsonl ...
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import _common  # noqa: F401  (offline, TOFU data beside the checkout)
@@ -23,20 +23,17 @@ def main() -> None:
     ap.add_argument("--scenario", default="tofu-mini")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    from obliviate.data.records import write_records
     from obliviate.models.bases import resolve_base
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.runs.common import load_scenario
-    from obliviate.runs.rehearsal import RehearsalSpec, scenario_questions, synthesize
-    from obliviate.utils.io import atomic_write_text
+    from obliviate.runs.rehearsal import general_retain
 
     scen = load_scenario(a.scenario)
-    model, tok = load_model_and_tokenizer(resolve_base(a.base))
-    pairs = synthesize(model.eval(), tok, RehearsalSpec(source="general", answer_sentences=1, answer_tokens=48),
-                       scenario_questions(scen))
-    rows = [{"id": r.id, "question": r.question, "answer": r.answer} for r in scen.unlearn_retain.records]
-    rows += [{"id": f"general-{p.id}", "question": p.question, "answer": p.answer} for p in pairs]
-    atomic_write_text(a.out, "".join(json.dumps(r) + "\n" for r in rows))
-    print(f"{a.out}: {len(scen.unlearn_retain.records)} retain QA + {len(pairs)} general pairs")
+    records = general_retain(scen, *load_model_and_tokenizer(resolve_base(a.base)))
+    write_records(a.out, records)
+    n = len(scen.unlearn_retain.records)
+    print(f"{a.out}: {n} retain QA + {len(records) - n} general pairs")
 
 
 if __name__ == "__main__":

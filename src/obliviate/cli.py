@@ -522,6 +522,10 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
                                                             "sweep --export-preset` writes it) over the built-in presets")] = None,
           base: Annotated[str, typer.Option(help="tiny (from scratch) | a base the scenario's models are fine-tuned "
                                                  "from (obliviate ls bases), e.g. smollm2-135m")] = "tiny",
+          retain: Annotated[str | None, typer.Option(help="the retain set every method trains on (default: the "
+                                                         "scenario's): general = it plus the base's own answers to "
+                                                         "general-knowledge questions (pretrained bases), or a QA "
+                                                         "file; the evaluation stays the scenario's")] = None,
           overrides: Overrides = None) -> None:
     """Run every method on a scenario, evaluate each, and write a leaderboard and report.html."""
     from obliviate import api
@@ -539,7 +543,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
     board = api.bench(scenario, names, out, jobs, data, paper_defaults, per_method,
                       progress=lambda msg: err.print(f"[dim]{msg}[/]"),
                       attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets, base=base,
-                      build=recipe)
+                      build=recipe, retain=retain)
     _print_board(board)
     con.print(f"report: {(out / 'report.html').resolve()}")
 
@@ -547,7 +551,8 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
 def _print_board(board: dict) -> None:
     from obliviate.eval.report import fmt_value
 
-    t = Table(title=f"obliviate bench: {board['scenario']} on {board.get('base', 'tiny')}")
+    retain = f", retain {board['retain']}" if board.get("retain") else ""
+    t = Table(title=f"obliviate bench: {board['scenario']} on {board.get('base', 'tiny')}{retain}")
     cols = ("forget_quality", "model_utility", "forget_rougeL_recall", "privleak", "wall_time_s")
     t.add_column("method")
     for c in cols:
@@ -576,8 +581,9 @@ def sweep(method: Annotated[str, typer.Option(help="method name (obliviate ls me
                                                          "--reference)")] = None,
           reference: EvalReference = None,
           forget: Annotated[Path | None, typer.Option(help="with --model: the forget set file")] = None,
-          retain: Annotated[Path | None, typer.Option(help="the retain set file (with --scenario: trained on in place of "
-                                                          "its retain set)")] = None,
+          retain: Annotated[str | None, typer.Option(help="the retain set file (with --scenario: trained on in place of "
+                                                         "its retain set), or general (the scenario's plus the --base's "
+                                                         "own answers to general-knowledge questions)")] = None,
           trials: Annotated[int, typer.Option(help="trials of the study in all (every worker's); a rerun continues "
                                                    "up to it")] = 20,
           space: Annotated[str, typer.Option(help="'default' (the method's declared space) or a YAML space file "

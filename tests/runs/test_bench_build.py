@@ -1,4 +1,5 @@
-"""bench builds its models with the recipe it is given (`build.key=value` on the command line)."""
+"""bench builds its models with the recipe it is given (`build.key=value` on the command line), and trains every
+method on the retain set it is given (`--retain FILE|general`)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,66 @@ def test_a_benchmark_directory_of_other_models_is_refused(monkeypatch, tmp_path)
     key["k"] = "key-2"
     with pytest.raises(ConfigError, match="holds a benchmark of other models"):
         B.bench("tofu-mini", ["ga"], tmp_path / "b", build={"train": {"epochs": 3}})
+
+
+def test_every_job_trains_on_the_given_retain_file_and_its_content_keys_the_job(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(B, "load_scenario", lambda name, **k: name)
+    monkeypatch.setattr(B, "unlearn", lambda target, method, **k: seen.update(k))
+    f = tmp_path / "retain.jsonl"
+    f.write_text('{"question": "Who painted the Mona Lisa?", "answer": "Leonardo da Vinci."}\n')
+    job = B.Job("ga", {}, "target", "ref", "tofu-mini", {}, str(tmp_path / "runs" / "ga"), 1, str(f))
+    assert B.run_job(job)["ok"]
+    assert seen["retain"] == str(f) and seen["scenario"] == "tofu-mini"
+    key = B._job_key(job)
+    assert key != B._job_key(B.Job(*[getattr(job, k) for k in ("method", "config", "target", "reference_eval",
+                                                                "scenario", "scenario_options", "out", "threads")]))
+    f.write_text('{"question": "Who painted the Mona Lisa?", "answer": "Da Vinci."}\n')
+    assert B._job_key(job) != key  # another retain set is another run, under the same path
+
+
+def test_retain_general_is_the_scenario_retain_plus_the_base_answers_written_once(monkeypatch, tmp_path):
+    from obliviate.data.records import QA, load_file
+    from obliviate.models import bases, loading
+    from obliviate.runs import rehearsal as R
+    from obliviate.runs.common import load_scenario
+
+    scen = load_scenario("synthetic")
+    calls = []
+
+    def fake_synthesize(model, tok, spec, avoid, **k):
+        calls.append((model, spec.source, list(avoid)))
+        return [QA("rehearsal-0", "Who painted the Mona Lisa?", "Leonardo da Vinci.")]
+
+    monkeypatch.setattr(R, "synthesize", fake_synthesize)
+    monkeypatch.setattr(bases, "resolve_base", lambda name: f"dir-of-{name}")
+    monkeypatch.setattr(loading, "load_model_and_tokenizer",
+                        lambda d: (type("M", (), {"eval": lambda self: f"model from {d}"})(), "tok"))
+    f = R.general_retain_file(tmp_path, scen, "smollm2-135m", lambda m: None)
+    f2 = R.general_retain_file(tmp_path, scen, "smollm2-135m", lambda m: None)
+    assert f == f2 == str(tmp_path / "retain-general.jsonl") and len(calls) == 1  # reused
+    model, source, avoid = calls[0]
+    assert model == "model from dir-of-smollm2-135m" and source == "general"
+    assert set(avoid) >= {r.question for r in scen.unlearn_retain.records} | {r.question for r in scen.forget.records}
+    recs = load_file(f)
+    n = len(scen.unlearn_retain.records)
+    assert [(r.question, r.answer) for r in recs[:n]] == [(r.question, r.answer) for r in scen.unlearn_retain.records]
+    assert [(r.id, r.question, r.answer) for r in recs[n:]] == [
+        ("general-rehearsal-0", "Who painted the Mona Lisa?", "Leonardo da Vinci.")]
+
+
+def test_retain_general_needs_a_scenario_and_a_pretrained_base(tmp_path):
+    from obliviate.errors import ConfigError
+    from obliviate.runs.sweep import plan
+
+    with pytest.raises(ConfigError, match="pretrained --base"):
+        B.bench("tofu-mini", ["npo_kl"], tmp_path / "b", retain="general")
+    assert not (tmp_path / "b").exists()
+    kw = dict(model=None, forget=None, retain="general", space="default", objective="max forget_quality",
+              config=None, scenario_options=None, data=None, eval_config=None)
+    with pytest.raises(ConfigError, match="pretrained --base"):
+        plan("npo_kl", scenario="tofu-mini", base="tiny", **kw)
+    with pytest.raises(ConfigError, match="with --model give a retain file"):
+        plan("npo_kl", scenario="tofu-mini", base="tiny", **{**kw, "model": "m"})
+    p = plan("npo_kl", scenario="tofu-mini", base="smollm2-135m", **kw)
+    assert p.retain == p.retain_given == "general"  # resolved to OUT/retain-general.jsonl once the models exist

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from obliviate.errors import DataError
+from obliviate.utils.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -240,19 +241,20 @@ def overlap(a: Sequence[QA], b: Sequence[QA]) -> list[tuple[QA, str]]:
     return out
 
 
-def write_records(path: Path, records: Iterable[QA]) -> None:
-    """Write records as JSON lines (TOFU field names)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            obj: dict[str, object] = {"id": r.id, "question": r.question, "answer": r.answer}
-            if r.paraphrased_answer is not None:
-                obj["paraphrased_answer"] = r.paraphrased_answer
-            if r.perturbed_answers:
-                obj["perturbed_answer"] = list(r.perturbed_answers)
-            if r.paraphrased_question is not None:
-                obj["paraphrased_question"] = r.paraphrased_question
-            if r.subject is not None:
-                obj["subject"] = r.subject
-            if r.group is not None:
-                obj["group"] = r.group
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+def write_records(path: str | os.PathLike[str], records: Iterable[QA]) -> None:
+    """Write records as JSON lines (TOFU field names), atomically (a temporary file moved into place)."""
+    lines = []
+    for r in records:
+        obj: dict[str, object] = {"id": r.id, "question": r.question, "answer": r.answer}
+        if r.paraphrased_answer is not None:
+            obj["paraphrased_answer"] = r.paraphrased_answer
+        if r.perturbed_answers:
+            obj["perturbed_answer"] = list(r.perturbed_answers)
+        if r.paraphrased_question is not None:
+            obj["paraphrased_question"] = r.paraphrased_question
+        if r.subject is not None:
+            obj["subject"] = r.subject
+        if r.group is not None:
+            obj["group"] = r.group
+        lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(lines))

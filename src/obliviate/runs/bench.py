@@ -3,7 +3,7 @@
 Layout of the output directory:
     models → the target/retain build (in the cache), eval/target, eval/retain (the reference evaluation),
     runs/<method>/ (the unlearned model, manifest.json, history, eval/), runs/<method>.error.json on failure,
-    leaderboard.json, leaderboard.md, report.html.
+    retain-general.jsonl (with retain="general"), leaderboard.json, leaderboard.md, report.html.
 A method that fails is recorded with its error and the run goes on; a rerun skips finished methods (same config)."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 
 from obliviate.bench.presets import COST, has_scale, preset
 from obliviate.bench.report import write_report
-from obliviate.errors import ConfigError
+from obliviate.data.records import load_file
+from obliviate.errors import ConfigError, DataError
 from obliviate.eval.specs import summary_keys
 from obliviate.methods import METHODS
 from obliviate.runs.attacks import ATTACKS, attack_rows
@@ -29,9 +30,10 @@ from obliviate.runs.build import build as build_models
 from obliviate.runs.build import build_config_for
 from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate_reference
+from obliviate.runs.rehearsal import GENERAL_RETAIN, check_general_retain, general_retain_file
 from obliviate.runs.sweep import read_presets
 from obliviate.runs.unlearn import unlearn
-from obliviate.utils.hashing import stable_hash
+from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
 from obliviate.utils.threads import per_job, thread_budget
 from obliviate.utils import dist
@@ -51,10 +53,12 @@ class Job:
     scenario_options: dict[str, Any]
     out: str
     threads: int
+    retain: str | None = None  # a retain file trained on in place of the scenario's retain set
 
 
 def _job_key(job: Job) -> str:
-    return stable_hash([job.method, job.config, job.scenario, job.scenario_options, job.target])
+    data = [job.method, job.config, job.scenario, job.scenario_options, job.target]
+    return stable_hash(data + ([file_hash(job.retain)] if job.retain else []))
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -67,8 +71,8 @@ def run_job(job: Job) -> dict[str, Any]:
     t0 = time.time()
     try:
         scen = load_scenario(job.scenario, **job.scenario_options)
-        unlearn(job.target, job.method, out=out, scenario=scen, config=job.config, overwrite=True, evaluate=True,
-                reference=job.reference_eval)
+        unlearn(job.target, job.method, out=out, scenario=scen, retain=job.retain, config=job.config, overwrite=True,
+                evaluate=True, reference=job.reference_eval)
         atomic_write_json(out / "bench.json", {"key": _job_key(job)})
         err_file.unlink(missing_ok=True)
         return {"method": job.method, "ok": True, "seconds": round(time.time() - t0, 1)}
@@ -117,13 +121,17 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
           jobs: int = 0, data: str | None = None, paper_defaults: bool = False, overrides: dict[str, dict] | None = None,
           scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
           attacks: Sequence[str] = (), presets: str | os.PathLike[str] | None = None,
-          base: str = "tiny", build: dict[str, Any] | None = None) -> dict[str, Any]:
+          base: str = "tiny", build: dict[str, Any] | None = None,
+          retain: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Build or reuse the models (`base`: tiny, or a pretrained base fine-tuned on the scenario, as `build`), run
     every method (default: all registered), evaluate, write the report. Methods start from the base's scale
     presets (bench/presets.py; a base without one runs the methods' own defaults, as `paper_defaults`).
     `presets`: a preset file (YAML, method -> config overrides, as `obliviate sweep --export-preset` writes it)
     whose entries override bench/presets.py's for the methods it names. `build`: overrides of the models' build
-    recipe (runs/build.py BuildConfig, e.g. {"rehearsal": {"source": "general"}}), recorded in the leaderboard."""
+    recipe (runs/build.py BuildConfig, e.g. {"rehearsal": {"source": "general"}}), recorded in the leaderboard.
+    `retain`: what every method trains on as its retain set: None, the scenario's; "general", the scenario's plus
+    the base's own answers to obliviate's general-knowledge questions (runs/rehearsal.general_retain; a pretrained
+    base only), written to OUT/retain-general.jsonl once; or a file. The evaluation stays the scenario's."""
     dist.require_single_process("bench")
     say = progress or (lambda msg: log.info(msg))
     names = list(methods) if methods else METHODS.names()
@@ -147,10 +155,11 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     build_over = {**(build or {}), **({"scenario_options": scen_opts} if scen_opts else {}),
                   **({"base": base} if base != "tiny" else {})}
     build_config_for(scenario, build_over)
+    retain_label = _check_retain(retain, base)
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
         return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
-                      file_presets, str(presets) if presets is not None else None, base, build_over)
+                      file_presets, str(presets) if presets is not None else None, base, build_over, retain_label)
 
 
 def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: dict[str, dict],
@@ -164,7 +173,7 @@ def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: 
 def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
            overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
            attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None, base: str,
-           build_over: dict[str, Any]) -> dict[str, Any]:
+           build_over: dict[str, Any], retain: str | None = None) -> dict[str, Any]:
     say(f"building (or reusing) the {scenario} target and retain models on base {base}")
     if not paper_defaults and not has_scale(base):
         say(f"no scale presets for base {base} (bench/presets.py): the methods run their own (the papers') defaults")
@@ -175,13 +184,14 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     for role, model in (("retain", built.retain), ("target", built.target)):
         ref = out_p / "eval" / "retain" if role == "target" else built.retain
         evals[role] = evaluate_reference(model, scen, out_p / "eval" / role, ref, None, role, say)
+    retain_file = general_retain_file(out_p, scen, base, say) if retain == GENERAL_RETAIN else retain
     n_jobs = jobs or max(1, min(2, thread_budget()))
     threads = per_job(n_jobs)  # OBLIVIATE_THREADS, when set, is the whole bench's budget
     todo = []
     for n in names:
         cfg = method_config(n, scenario, paper_defaults, file_presets, overrides, base)
         job = Job(n, cfg, str(built.target), str(out_p / "eval" / "retain"), scenario, scen_opts,
-                  str(out_p / "runs" / n), threads)
+                  str(out_p / "runs" / n), threads, retain_file)
         if finished(job):
             say(f"{n}: already done, skipped")
         else:
@@ -202,12 +212,29 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say, retain=built.retain)
     recipe = {k: v for k, v in build_over.items() if k not in ("base", "scenario_options")}
-    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": recipe,
+    board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": recipe, "retain": retain,
              "models": str(built.target.parent),
              "paper_defaults": paper_defaults, "presets": presets, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)
     return board
+
+
+def _check_retain(retain: str | os.PathLike[str] | None, base: str) -> str | None:
+    """`bench(retain=...)` checked before any work: None, "general" (a pretrained base), or a readable QA file
+    (returned as an absolute path, since the jobs run elsewhere)."""
+    if retain is None:
+        return None
+    if str(retain) == GENERAL_RETAIN:
+        check_general_retain(base)
+        return GENERAL_RETAIN
+    p = Path(retain)
+    if not p.is_file():
+        raise DataError(f"--retain {retain}: no such file; give a QA file (.json/.jsonl: question, answer per item), "
+                        "or 'general' (with a pretrained --base)")
+    if not load_file(p):
+        raise DataError(f"--retain {retain}: the file holds no QA items; give a non-empty retain set")
+    return str(p.resolve())
 
 
 def _same_models(out: Path, key: str | None) -> None:

@@ -22,7 +22,7 @@ produced. Opt-in until a source or regulariser that works is found."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -31,8 +31,9 @@ from pydantic import Field, field_validator
 
 from obliviate.config import Config
 from obliviate.data.general import GENERAL_QUESTIONS
-from obliviate.data.records import QA
+from obliviate.data.records import QA, write_records
 from obliviate.data.templates import Formatter
+from obliviate.errors import ConfigError
 from obliviate.eval.metrics import rouge_l_f1
 from obliviate.eval.passes import generate_pass, sample_pass
 
@@ -98,6 +99,42 @@ def whole_sentences(text: str, keep: int = 0) -> str:
 def scenario_questions(scen) -> list[str]:
     """Every question a scenario trains or evaluates on: what rehearsal questions must keep clear of."""
     return [r.question for split in (scen.target_train, *scen.eval_splits.values()) for r in split.records]
+
+
+def general_retain(scen, model, tokenizer) -> list[QA]:
+    """A retain set that covers general knowledge too: the scenario's retain QA (question and answer only) plus
+    obliviate's general-knowledge questions (data/general.py) answered greedily by `model`, first sentence, none
+    restating a question of the scenario (the build's `rehearsal.source=general` pairs). A retain term on it (npo_kl,
+    ga_kl: the KL to the target) holds the model to its own answers on those questions as well; `model` is the
+    pretrained base, whose answers the fine-tuning has not touched. `bench --retain general` and
+    benchmarks/general_retain.py write it."""
+    pairs = synthesize(model.eval(), tokenizer, RehearsalSpec(source="general", answer_sentences=1, answer_tokens=48),
+                       scenario_questions(scen))
+    return ([QA(r.id, r.question, r.answer) for r in scen.unlearn_retain.records]
+            + [QA(f"general-{p.id}", p.question, p.answer) for p in pairs])
+
+
+GENERAL_RETAIN = "general"  # the `--retain` value of bench and sweep that asks for general_retain_file
+
+
+def check_general_retain(base: str) -> None:
+    """`--retain general` needs a pretrained base: it answers the questions."""
+    if base == "tiny":
+        raise ConfigError("--retain general: the tiny base is trained from scratch and knows no general facts to "
+                          "keep; give a pretrained --base (e.g. smollm2-135m), or a retain file")
+
+
+def general_retain_file(out: Path, scen, base: str, say: Callable[[str], None]) -> str:
+    """OUT/retain-general.jsonl: general_retain(scen) answered by `base`, written once and reused (a benchmark's or
+    a sweep's every run trains on the same set)."""
+    from obliviate.models.bases import resolve_base
+    from obliviate.models.loading import load_model_and_tokenizer
+
+    f = out / "retain-general.jsonl"
+    if not f.is_file():
+        say(f"retain set: the scenario's, plus the general-knowledge questions answered by {base}")
+        write_records(f, general_retain(scen, *load_model_and_tokenizer(resolve_base(base))))
+    return str(f)
 
 
 def synthesize(model, tokenizer, spec: RehearsalSpec, avoid: Sequence[str], *, rounds: int = 4) -> list[QA]:

@@ -39,7 +39,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from obliviate.registry import Registry
 from obliviate.runs.build import build as build_models
 from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate_reference
+from obliviate.runs.rehearsal import GENERAL_RETAIN, check_general_retain, general_retain_file
 from obliviate.runs.objective import Objective, parse_objective, progress_signal
 from obliviate.runs.space import describe, nest, resolve_space, start_params, suggest
 from obliviate.runs.unlearn import eval_scenario, unlearn, work_dir_for
@@ -165,6 +166,7 @@ class _Plan:
     eval_config: dict[str, Any]  # the references' evaluation settings
     trial_eval: dict[str, Any]  # the trials' (only the metrics the sweep reads, unless metrics= was given)
     reported: list[str]
+    retain_given: Any = None  # --retain as given (a file, or "general", which `retain` holds resolved to a file)
 
 
 def plan(method: str, *, scenario, base: str, model, forget, retain, space, objective: str,
@@ -180,8 +182,13 @@ def plan(method: str, *, scenario, base: str, model, forget, retain, space, obje
     if model is None and scenario is None:
         raise ConfigError("--forget without --scenario needs --model (the target) and --reference (the retain "
                           "model): there is nothing to build the models from")
+    if retain is not None and str(retain) == GENERAL_RETAIN:
+        if model is not None:
+            raise ConfigError("--retain general is answered by the --base that builds the models; with --model give "
+                              "a retain file (benchmarks/general_retain.py writes one)")
+        check_general_retain(base)
     scen = load_scenario(scenario, data, **dict(scenario_options or {})) if scenario is not None else None
-    eval_scen = eval_scenario(scen, forget, retain, ())
+    eval_scen = eval_scenario(scen, forget, None if retain == GENERAL_RETAIN else retain, ())
     obj.check(eval_scen)
     start = preset(method, scenario, base) if model is None else {}  # a built target: its base's scale preset
     start_from = (f"the {base} scale preset (bench/presets.py)" if start else "the method's defaults (its paper's)")
@@ -192,7 +199,7 @@ def plan(method: str, *, scenario, base: str, model, forget, retain, space, obje
     reported = [m for m in dict.fromkeys([*obj.metrics(), *REPORTED]) if m in known]
     trial_eval = ev if "metrics" in ev else {**ev, "metrics": reported}
     return _Plan(info, obj, resolved, start, start_from, notes, scen, eval_scen, forget, retain,
-                 {k: v for k, v in ev.items() if k != "metrics"}, trial_eval, reported)
+                 {k: v for k, v in ev.items() if k != "metrics"}, trial_eval, reported, retain)
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
@@ -252,6 +259,8 @@ def _sweep(p: _Plan, out_p: Path, name: str, opened, trials: int, seed: int, sam
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage, shown = opened
     target, ref = _models(p, out_p, base, scenario, model, reference, scenario_options, data, say)
+    if p.retain == GENERAL_RETAIN:
+        p = replace(p, retain=general_retain_file(out_p, p.scen, base, say))
     ref_eval, summaries = _references(p, out_p, target, ref, say)
     thresholds = [c.threshold(summaries) for c in p.objective.constraints]
     fingerprint = (read_json(out_p / "eval" / "target" / "eval.json").get("model") or {}).get("fingerprint")
@@ -645,6 +654,7 @@ def _finish(p: _Plan, out_p: Path, study, name: str, shown: str, thresholds: lis
         "direction": p.objective.direction, "constraints": cons, "references": refs,
         "space": describe(p.space), "start": p.start, "start_from": p.start_from,
         "sampler": {"seed": study.user_attrs.get("seed"), "this_worker_seed": worker_seed}, "trials": counts,
+        "retain": None if p.retain_given is None else str(p.retain_given),
         "feasible": best is not None,
     }
     if best is not None:
@@ -660,9 +670,11 @@ def _finish(p: _Plan, out_p: Path, study, name: str, shown: str, thresholds: lis
     if best is None:
         raise NoFeasibleTrial(_no_best_message(recs, p.objective, cons, out_p))
     if preset_file is not None:
+        given = p.retain_given
+        trained_on = f"; trained on --retain {given}: give bench the same" if given is not None else ""
         write_preset(preset_file, p.info.name, doc["best"]["overrides"],
                      f"study {name}: trial {best['number']} of {sum(counts.values())}, {p.objective.metric} "
-                     f"{_short(best['value'])} ({p.objective})")
+                     f"{_short(best['value'])} ({p.objective}){trained_on}")
         say(f"preset written: {preset_file}")
     return SweepResult(out_p, name, shown, doc["best"], counts, ran, p.notes)
 
