@@ -115,3 +115,25 @@ def test_retain_general_needs_a_scenario_and_a_pretrained_base(tmp_path):
         plan("npo_kl", scenario="tofu-mini", base="tiny", **{**kw, "model": "m"})
     p = plan("npo_kl", scenario="tofu-mini", base="smollm2-135m", **kw)
     assert p.retain == p.retain_given == "general"  # resolved to OUT/retain-general.jsonl once the models exist
+
+
+@pytest.mark.slow  # a toy build, three evaluations and one method (~40 s): make test-all, CI
+def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch):
+    """End to end on a toy build: the method's run reads the file (its manifest's retain hash and count are the
+    file's), the evaluation stays the scenario's, and the leaderboard records the file."""
+    from obliviate.data.records import QA, write_records
+    from obliviate.utils.io import read_json
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    retain = tmp_path / "retain.jsonl"
+    write_records(retain, [QA(f"r{i}", f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(6)])
+    opts = {"n_people": 10, "n_refusal": 4}
+    board = B.bench("synthetic", ["graddiff"], tmp_path / "b", jobs=1, scenario_options=opts, retain=str(retain),
+                    build={"model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+                                     "vocab_size": 400}, "train": {"epochs": 1}},
+                    overrides={"graddiff": {"epochs": 1, "batch_size": 4}}, progress=lambda m: None)
+    assert board["retain"] == str(retain.resolve())
+    row = next(r for r in board["rows"] if r["name"] == "graddiff")
+    assert not row.get("error") and row["model_utility"] is not None
+    data = read_json(tmp_path / "b" / "runs" / "graddiff" / "manifest.json")["data"]
+    assert data["n_retain"] == 6 and not str(data["retain"]).startswith("scenario:")
