@@ -108,6 +108,9 @@ def test_sweep_writes_its_outputs_and_a_rerun_continues_the_study(cli, inputs, t
     assert presets["graddiff"]["lr"] == b["params"]["lr"] and presets["graddiff"]["epochs"] == 1
     METHODS.get("graddiff").make_config(presets["graddiff"])
     assert "# graddiff: study graddiff-files: trial" in preset.read_text()
+    # what the trials trained on travels with the preset: bench must be given the same retain set
+    assert best["retain"] == str(inputs.retain_file)
+    assert f"trained on --retain {inputs.retain_file}: give bench the same" in preset.read_text()
     assert "this run ran 2" in stdout and f"best: {out / 'best.json'}" in stdout
 
     code, stdout, err = cli(*_args(inputs, out, "--trials", "3", "--objective", EASY, *FAST))
