@@ -137,3 +137,5 @@ def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch
     assert not row.get("error") and row["model_utility"] is not None
     data = read_json(tmp_path / "b" / "runs" / "graddiff" / "manifest.json")["data"]
     assert data["n_retain"] == 6 and not str(data["retain"]).startswith("scenario:")
+    assert f"Retain set trained on: {retain.resolve()}" in (tmp_path / "b" / "leaderboard.md").read_text()
+    assert "Retain set trained on: " in (tmp_path / "b" / "report.html").read_text()

@@ -31,7 +31,10 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
     cols = COLUMNS + _attack_columns(board["rows"])
     head = "| method | " + " | ".join(h for _, h, _ in cols) + " |"
     sep = "|---" * (len(cols) + 1) + "|"
-    lines = [f"# obliviate bench: {board['scenario']} on {board.get('base', 'tiny')}", "", head, sep]
+    lines = [f"# obliviate bench: {board['scenario']} on {board.get('base', 'tiny')}", ""]
+    if board.get("retain"):
+        lines += [f"Retain set trained on: {board['retain']} (`--retain`).", ""]
+    lines += [head, sep]
     for r in board["rows"]:
         if r.get("error"):
             lines.append(f"| {r['name']} | failed: {r['error'][:120]} |" + " |" * (len(cols) - 1))
@@ -160,6 +163,14 @@ def table_html(rows: list[dict[str, Any]]) -> str:
     return f'<table class="sortable" id="leaderboard"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _retain_note(retain: str | None) -> str:
+    if retain is None:
+        return "the scenario's"
+    if retain == "general":
+        return "the scenario's, plus the base's own answers to general-knowledge questions (retain-general.jsonl)"
+    return html.escape(retain)
+
+
 def write_report(out: Path, board: dict[str, Any]) -> None:
     rows, base = board["rows"], board.get("base", "tiny")
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
@@ -169,7 +180,7 @@ def write_report(out: Path, board: dict[str, Any]) -> None:
              f"<p class='note'>Models: {html.escape(board['models'])}. Hyperparameters: "
              f"{'the papers’ defaults' if board.get('paper_defaults') or not has_scale(base) else f'the {html.escape(base)} scale presets (obliviate/bench/presets.py)'}"
              f"{', overridden by ' + html.escape(board['presets']) if board.get('presets') else ''}. "
-             "Click a column to sort.</p>",
+             f"Retain set trained on: {_retain_note(board.get('retain'))}. Click a column to sort.</p>",
              "<h2>Leaderboard</h2>", table_html(rows),
              "<p class='note'>FQ: forget quality, the KS-test p-value between the per-item forget truth ratios of the "
              "model and of the retain model (higher = closer to never having seen the data). MU: model utility, the "
