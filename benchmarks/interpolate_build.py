@@ -34,9 +34,11 @@ def interpolate(base: Path, target: Path, alpha: float, out: Path) -> None:
         return {k: v for f in sorted(d.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
     t, b = weights(target), weights(base)
+    if not t or not b:
+        raise SystemExit(f"no .safetensors weights in {target if not t else base}: interpolation reads safetensors")
     if set(t) != set(b):
         raise SystemExit(f"{target} and {base} hold different tensors: not the same architecture")
-    shutil.copytree(target, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    shutil.copytree(target, out, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
     save_file({k: (b[k] + alpha * (t[k] - b[k])).contiguous() for k in t}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
 
@@ -53,8 +55,8 @@ def main() -> int:
 
     built = api.build(args.scenario, base=args.base, overrides=parse_overrides(args.overrides))
     base_dir = Path(resolve_base(args.base))
-    # the built models' tokenisation (build.json), which a copy outside the build directory would not find
-    cfg = {"metrics": METRICS, "tokenize": "separate"}
+    # the built target's tokenisation (build.json), which a copy outside the build directory would not find
+    cfg = {"metrics": METRICS, "tokenize": built.info["models"]["target"]["tokenize"]}
     rows = [("base", api.evaluate(args.base, args.scenario, config={"metrics": METRICS}).summary)]
     for a in (float(x) for x in args.alphas.split(",")):
         with tempfile.TemporaryDirectory(prefix="obliviate-wise-") as tmp:

@@ -217,7 +217,7 @@ CASES: dict[str, Case] = {
     "bench/retain-missing": case("bench", "--methods", "ga", "--retain", "{tmp}/no-such-retain.jsonl", "--out", "{out}",
                                  needles=("no-such-retain.jsonl", "no such file")),
     "bench/retain-empty": case("bench", "--methods", "ga", "--retain", "{data}/empty.jsonl", "--out", "{out}",
-                               needles=("empty.jsonl", "empty")),
+                               needles=("empty.jsonl", "holds no QA items")),
     "bench/unknown-build-key": case("bench", "--methods", "ga", "--out", "{out}", "build.train.epochz=3",
                                     needles="epochz"),
     # sweep
@@ -237,6 +237,9 @@ CASES: dict[str, Case] = {
     "sweep/storage-not-a-url": case(*SWG, "--storage", "not a url", needles="not a database URL"),
     "sweep/storage-server-down": case(*SWG, "--storage", "postgresql://u:secret@127.0.0.1:1/db",
                                       needles="--storage postgresql://u:***@127.0.0.1:1/db"),
+    "sweep/retain-missing": case(*SWG, "--retain", "{tmp}/no-such-retain.jsonl",
+                                 needles=("no-such-retain.jsonl", "no such file")),
+    "sweep/retain-empty": case(*SWG, "--retain", "{data}/empty.jsonl", needles=("empty.jsonl", "holds no QA items")),
     "sweep/retain-general-with-model": case(*SWG, "--retain", "general", needles=("--retain general",
                                                                                    "give a retain file")),
     "sweep/trials-zero": case(*SWG, "--trials", "0", needles="--trials 0"),

@@ -109,14 +109,20 @@ def test_sweep_writes_its_outputs_and_a_rerun_continues_the_study(cli, inputs, t
     METHODS.get("graddiff").make_config(presets["graddiff"])
     assert "# graddiff: study graddiff-files: trial" in preset.read_text()
     # what the trials trained on travels with the preset: bench must be given the same retain set
-    assert best["retain"] == str(inputs.retain_file)
-    assert f"trained on --retain {inputs.retain_file}: give bench the same" in preset.read_text()
+    assert best["retain"] == str(inputs.retain_file.resolve())  # absolute: the preset is used from anywhere
+    assert f"trained on --retain {inputs.retain_file.resolve()}: give bench the same" in preset.read_text()
     assert "this run ran 2" in stdout and f"best: {out / 'best.json'}" in stdout
 
     code, stdout, err = cli(*_args(inputs, out, "--trials", "3", "--objective", EASY, *FAST))
     assert code == 0, err
     assert [r["number"] for r in _records(out)] == [0, 1, 2] and "this run ran 1" in stdout
     assert "evaluating" not in err  # the reference evaluations are reused
+    # trials on another retain set are not this study's: refused, not mixed into its best
+    other = tmp_path / "other-retain.jsonl"
+    other.write_text(inputs.retain_file.read_text().splitlines(keepends=True)[0])
+    code, stdout, err = cli(*[str(other) if a == str(inputs.retain_file) else a
+                              for a in _args(inputs, out, "--trials", "4", "--objective", EASY, *FAST)])
+    assert code == 2 and "retain_hash: the study has" in err and len(_records(out)) == 3
 
 
 def test_grid_sampler_runs_each_combination_once_and_stops_at_the_grid(cli, inputs, tmp_path):

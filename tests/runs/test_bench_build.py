@@ -98,6 +98,10 @@ def test_retain_general_is_the_scenario_retain_plus_the_base_answers_written_onc
     assert [(r.question, r.answer) for r in recs[:n]] == [(r.question, r.answer) for r in scen.unlearn_retain.records]
     assert [(r.id, r.question, r.answer) for r in recs[n:]] == [
         ("general-rehearsal-0", "Who painted the Mona Lisa?", "Leonardo da Vinci.")]
+    said = []
+    R.general_retain_file(tmp_path, scen, "other-base", said.append)  # OUT's copy is another base's: written again
+    assert len(calls) == 2 and calls[1][0] == "model from dir-of-other-base"
+    assert any("written for another base" in m for m in said)
 
 
 def test_retain_general_needs_a_scenario_and_a_pretrained_base(tmp_path):
@@ -115,6 +119,25 @@ def test_retain_general_needs_a_scenario_and_a_pretrained_base(tmp_path):
         plan("npo_kl", scenario="tofu-mini", base="tiny", **{**kw, "model": "m"})
     p = plan("npo_kl", scenario="tofu-mini", base="smollm2-135m", **kw)
     assert p.retain == p.retain_given == "general"  # resolved to OUT/retain-general.jsonl once the models exist
+
+
+def test_a_retain_file_is_checked_up_front_and_recorded_absolute(tmp_path, monkeypatch):
+    from obliviate.errors import DataError
+    from obliviate.runs.sweep import plan
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.jsonl").write_text('{"question": "Who painted the Mona Lisa?", "answer": "Leonardo da Vinci."}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    kw = dict(model=None, forget=None, space="default", objective="max forget_quality", config=None,
+              scenario_options=None, data=None, eval_config=None)
+    p = plan("npo_kl", scenario="tofu-mini", base="tiny", retain="r.jsonl", **kw)
+    assert p.retain == p.retain_given == str(tmp_path / "r.jsonl")  # best.json and the preset name it from anywhere
+    for bad, says in (("nope.jsonl", "no such file"), ("empty.jsonl", "holds no QA items")):
+        with pytest.raises(DataError, match=says):  # before the build and the reference evaluations
+            plan("npo_kl", scenario="tofu-mini", base="tiny", retain=bad, **kw)
+        with pytest.raises(DataError, match=says):
+            B.bench("tofu-mini", ["npo_kl"], tmp_path / "b", retain=bad)
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow  # a toy build, three evaluations and one method (~40 s): make test-all, CI

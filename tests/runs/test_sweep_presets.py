@@ -7,8 +7,8 @@ import pytest
 
 from obliviate.bench.presets import preset
 from obliviate.errors import ConfigError, RegistryError
-from obliviate.runs.bench import method_config
-from obliviate.runs.sweep import read_presets, write_preset
+from obliviate.runs.bench import _warn_retain_mismatch, method_config
+from obliviate.runs.sweep import preset_retains, read_presets, write_preset
 
 
 def test_bench_applies_the_file_over_the_scale_preset_and_the_command_line_over_both():
@@ -28,6 +28,25 @@ def test_export_adds_a_method_and_keeps_the_others_with_their_provenance(tmp_pat
     text = f.read_text()
     assert "# npo: study c: trial 9 of 40" in text and "# graddiff: study b: trial 7 of 40" in text
     assert "study a" not in text
+
+
+def test_bench_warns_when_a_preset_was_found_on_another_retain_set(tmp_path):
+    f, r = tmp_path / "presets.yaml", tmp_path / "r.jsonl"
+    write_preset(f, "npo_kl", {"lr": 1.7e-3}, "study a: trial 0 of 1, forget_quality 0.4; trained on --retain "
+                                              "general: give bench the same")
+    write_preset(f, "npo_gd", {"lr": 1e-3}, f"study b: trial 2 of 9; trained on --retain {r}: give bench the same")
+    write_preset(f, "npo", {"lr": 1e-4}, "study c: trial 1 of 3")
+    assert preset_retains(f) == {"npo_kl": "general", "npo_gd": str(r)}
+    said: list[str] = []
+    _warn_retain_mismatch(f, ["npo_kl", "npo_gd", "npo"], None, said.append)
+    assert len(said) == 2 and "npo_kl's preset was found with --retain general" in said[0]
+    assert "trains on the scenario retain set" in said[0] and "give --retain general" in said[0]
+    said.clear()
+    _warn_retain_mismatch(f, ["npo_kl", "npo_gd", "npo"], "general", said.append)
+    assert len(said) == 1 and "npo_gd's preset" in said[0]
+    said.clear()
+    _warn_retain_mismatch(f, ["npo_gd", "npo"], str(r.resolve()), said.append)  # the same file: nothing to say
+    assert said == []
 
 
 def test_a_preset_file_names_methods_and_valid_values(tmp_path):

@@ -21,8 +21,7 @@ from typing import Any
 
 from obliviate.bench.presets import COST, has_scale, preset
 from obliviate.bench.report import write_report
-from obliviate.data.records import load_file
-from obliviate.errors import ConfigError, DataError
+from obliviate.errors import ConfigError
 from obliviate.eval.specs import summary_keys
 from obliviate.methods import METHODS
 from obliviate.runs.attacks import ATTACKS, attack_rows
@@ -30,8 +29,8 @@ from obliviate.runs.build import build as build_models
 from obliviate.runs.build import build_config_for
 from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate_reference
-from obliviate.runs.rehearsal import GENERAL_RETAIN, check_general_retain, general_retain_file
-from obliviate.runs.sweep import read_presets
+from obliviate.runs.rehearsal import GENERAL_RETAIN, check_retain, general_retain_file
+from obliviate.runs.sweep import preset_retains, read_presets
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
@@ -155,11 +154,26 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     build_over = {**(build or {}), **({"scenario_options": scen_opts} if scen_opts else {}),
                   **({"base": base} if base != "tiny" else {})}
     build_config_for(scenario, build_over)
-    retain_label = _check_retain(retain, base)
+    retain_label = check_retain(retain, base)
+    if presets is not None:
+        _warn_retain_mismatch(presets, names, retain_label, say)
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
         return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
                       file_presets, str(presets) if presets is not None else None, base, build_over, retain_label)
+
+
+def _warn_retain_mismatch(presets: str | os.PathLike[str], names: Sequence[str], retain: str | None,
+                          say: Callable[[str], None]) -> None:
+    """A preset found on one retain set, run on another, does not give the preset's numbers: say so (not an error:
+    the comparison may be the point)."""
+    for n, tuned_on in preset_retains(presets).items():
+        same = tuned_on == retain or (tuned_on != GENERAL_RETAIN and retain is not None
+                                      and Path(tuned_on).resolve() == Path(retain))
+        if n in names and not same:
+            say(f"warning: {presets}: {n}'s preset was found with --retain {tuned_on}; this benchmark trains on "
+                f"{'--retain ' + retain if retain else 'the scenario retain set'} (give --retain {tuned_on} for the "
+                f"preset's numbers)")
 
 
 def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: dict[str, dict],
@@ -218,23 +232,6 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)
     return board
-
-
-def _check_retain(retain: str | os.PathLike[str] | None, base: str) -> str | None:
-    """`bench(retain=...)` checked before any work: None, "general" (a pretrained base), or a readable QA file
-    (returned as an absolute path, since the jobs run elsewhere)."""
-    if retain is None:
-        return None
-    if str(retain) == GENERAL_RETAIN:
-        check_general_retain(base)
-        return GENERAL_RETAIN
-    p = Path(retain)
-    if not p.is_file():
-        raise DataError(f"--retain {retain}: no such file; give a QA file (.json/.jsonl: question, answer per item), "
-                        "or 'general' (with a pretrained --base)")
-    if not load_file(p):
-        raise DataError(f"--retain {retain}: the file holds no QA items; give a non-empty retain set")
-    return str(p.resolve())
 
 
 def _same_models(out: Path, key: str | None) -> None:

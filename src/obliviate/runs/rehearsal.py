@@ -21,6 +21,7 @@ produced. Opt-in until a source or regulariser that works is found."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,11 +32,13 @@ from pydantic import Field, field_validator
 
 from obliviate.config import Config
 from obliviate.data.general import GENERAL_QUESTIONS
-from obliviate.data.records import QA, write_records
+from obliviate.data.records import QA, load_file, write_records
 from obliviate.data.templates import Formatter
-from obliviate.errors import ConfigError
+from obliviate.errors import ConfigError, DataError
 from obliviate.eval.metrics import rouge_l_f1
 from obliviate.eval.passes import generate_pass, sample_pass
+from obliviate.utils.hashing import stable_hash
+from obliviate.utils.io import atomic_write_text
 
 
 class RehearsalSpec(Config):
@@ -124,16 +127,39 @@ def check_general_retain(base: str) -> None:
                           "keep; give a pretrained --base (e.g. smollm2-135m), or a retain file")
 
 
+def check_retain(retain: str | os.PathLike[str] | None, base: str) -> str | None:
+    """`--retain` of bench and sweep, checked before any work: None, "general" (a pretrained base), or a readable,
+    non-empty QA file (returned as an absolute path: jobs and presets are used from elsewhere)."""
+    if retain is None:
+        return None
+    if str(retain) == GENERAL_RETAIN:
+        check_general_retain(base)
+        return GENERAL_RETAIN
+    p = Path(retain)
+    if not p.is_file():
+        raise DataError(f"--retain {retain}: no such file; give a QA file (.json/.jsonl: question, answer per item), "
+                        "or 'general' (with a pretrained --base)")
+    if not load_file(p):
+        raise DataError(f"--retain {retain}: the file holds no QA items; give a non-empty retain set")
+    return str(p.resolve())
+
+
 def general_retain_file(out: Path, scen, base: str, say: Callable[[str], None]) -> str:
     """OUT/retain-general.jsonl: general_retain(scen) answered by `base`, written once and reused (a benchmark's or
-    a sweep's every run trains on the same set)."""
+    a sweep's every run trains on the same set); written again when OUT's copy came from another base or retain
+    set (OUT/retain-general.key says which)."""
     from obliviate.models.bases import resolve_base
     from obliviate.models.loading import load_model_and_tokenizer
 
-    f = out / "retain-general.jsonl"
-    if not f.is_file():
-        say(f"retain set: the scenario's, plus the general-knowledge questions answered by {base}")
-        write_records(f, general_retain(scen, *load_model_and_tokenizer(resolve_base(base))))
+    f, key_file = out / "retain-general.jsonl", out / "retain-general.key"
+    key = stable_hash([base, scen.unlearn_retain.digest, list(GENERAL_QUESTIONS)])
+    if f.is_file() and key_file.is_file() and key_file.read_text() == key:
+        return str(f)
+    if f.is_file():
+        say(f"{f.name} here was written for another base or retain set: writing it again")
+    say(f"retain set: the scenario's, plus the general-knowledge questions answered by {base}")
+    write_records(f, general_retain(scen, *load_model_and_tokenizer(resolve_base(base))))
+    atomic_write_text(key_file, key)
     return str(f)
 
 

@@ -54,11 +54,11 @@ from obliviate.registry import Registry
 from obliviate.runs.build import build as build_models
 from obliviate.runs.common import load_scenario
 from obliviate.runs.evaluate import evaluate_reference
-from obliviate.runs.rehearsal import GENERAL_RETAIN, check_general_retain, general_retain_file
+from obliviate.runs.rehearsal import GENERAL_RETAIN, check_retain, general_retain_file
 from obliviate.runs.objective import Objective, parse_objective, progress_signal
 from obliviate.runs.space import describe, nest, resolve_space, start_params, suggest
 from obliviate.runs.unlearn import eval_scenario, unlearn, work_dir_for
-from obliviate.utils.hashing import stable_hash
+from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, atomic_write_text, claim_output, lock_path, read_json
 from obliviate.utils import dist
 
@@ -182,11 +182,10 @@ def plan(method: str, *, scenario, base: str, model, forget, retain, space, obje
     if model is None and scenario is None:
         raise ConfigError("--forget without --scenario needs --model (the target) and --reference (the retain "
                           "model): there is nothing to build the models from")
-    if retain is not None and str(retain) == GENERAL_RETAIN:
-        if model is not None:
-            raise ConfigError("--retain general is answered by the --base that builds the models; with --model give "
-                              "a retain file (benchmarks/general_retain.py writes one)")
-        check_general_retain(base)
+    if retain is not None and str(retain) == GENERAL_RETAIN and model is not None:
+        raise ConfigError("--retain general is answered by the --base that builds the models; with --model give "
+                          "a retain file (benchmarks/general_retain.py writes one)")
+    retain = check_retain(retain, base)  # "general", an absolute path, or None; a bad file fails now
     scen = load_scenario(scenario, data, **dict(scenario_options or {})) if scenario is not None else None
     eval_scen = eval_scenario(scen, forget, None if retain == GENERAL_RETAIN else retain, ())
     obj.check(eval_scen)
@@ -265,7 +264,8 @@ def _sweep(p: _Plan, out_p: Path, name: str, opened, trials: int, seed: int, sam
     thresholds = [c.threshold(summaries) for c in p.objective.constraints]
     fingerprint = (read_json(out_p / "eval" / "target" / "eval.json").get("model") or {}).get("fingerprint")
     identity = {"method": p.info.name, "objective": str(p.objective), "space": describe(p.space), "start": p.start,
-                "target": fingerprint, "data": p.eval_scen.forget.digest}
+                "target": fingerprint, "data": p.eval_scen.forget.digest,
+                "retain_hash": file_hash(p.retain) if p.retain else None}  # another retain set: another study
     study, created = _open_study(storage, name, p.objective.direction, identity, thresholds, seed, shown)
     thresholds = list(study.user_attrs.get("thresholds", thresholds))  # the creator's, so every worker agrees
     worker = f"{socket.gethostname()}:{out_p.resolve()}"
@@ -739,6 +739,18 @@ def read_presets(path: str | os.PathLike[str], methods: Sequence[str] | None = N
 
 
 _PROVENANCE = re.compile(r"^# (\S+): (.*)$")
+_TRAINED_ON = re.compile(r"trained on --retain (.+?): give bench the same")
+
+
+def preset_retains(path: str | os.PathLike[str]) -> dict[str, str]:
+    """method -> the `--retain` its preset was found with, from a preset file's provenance lines (write_preset)."""
+    out = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        m = _PROVENANCE.match(line)
+        found = _TRAINED_ON.search(m.group(2)) if m else None
+        if found:
+            out[m.group(1)] = found.group(1)
+    return out
 
 
 def write_preset(path: Path, method: str, overrides: Mapping[str, Any], provenance: str) -> None:
