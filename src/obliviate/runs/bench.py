@@ -168,9 +168,7 @@ def _warn_retain_mismatch(presets: str | os.PathLike[str], names: Sequence[str],
     """A preset found on one retain set, run on another, does not give the preset's numbers: say so (not an error:
     the comparison may be the point)."""
     for n, tuned_on in preset_retains(presets).items():
-        same = tuned_on == retain or (tuned_on != GENERAL_RETAIN and retain is not None
-                                      and Path(tuned_on).resolve() == Path(retain))
-        if n in names and not same:
+        if n in names and (tuned_on if tuned_on == GENERAL_RETAIN else str(Path(tuned_on).resolve())) != retain:
             say(f"warning: {presets}: {n}'s preset was found with --retain {tuned_on}; this benchmark trains on "
                 f"{'--retain ' + retain if retain else 'the scenario retain set'} (give --retain {tuned_on} for the "
                 f"preset's numbers)")

@@ -742,15 +742,15 @@ _PROVENANCE = re.compile(r"^# (\S+): (.*)$")
 _TRAINED_ON = re.compile(r"trained on --retain (.+?): give bench the same")
 
 
+def _provenance(path: str | os.PathLike[str]) -> dict[str, str]:
+    """method -> its provenance line in a preset file (write_preset)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return {m.group(1): m.group(2) for m in map(_PROVENANCE.match, lines) if m}
+
+
 def preset_retains(path: str | os.PathLike[str]) -> dict[str, str]:
-    """method -> the `--retain` its preset was found with, from a preset file's provenance lines (write_preset)."""
-    out = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        m = _PROVENANCE.match(line)
-        found = _TRAINED_ON.search(m.group(2)) if m else None
-        if found:
-            out[m.group(1)] = found.group(1)
-    return out
+    """method -> the `--retain` its preset was found with, from a preset file's provenance lines."""
+    return {k: f.group(1) for k, note in _provenance(path).items() if (f := _TRAINED_ON.search(note))}
 
 
 def write_preset(path: Path, method: str, overrides: Mapping[str, Any], provenance: str) -> None:
@@ -758,12 +758,7 @@ def write_preset(path: Path, method: str, overrides: Mapping[str, Any], provenan
     import yaml
 
     data = _read_presets(path) if path.exists() else {}
-    notes = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            m = _PROVENANCE.match(line)
-            if m and m.group(1) in data:
-                notes[m.group(1)] = m.group(2)
+    notes = {k: v for k, v in _provenance(path).items() if k in data} if path.exists() else {}
     data[method] = _jsonable(dict(overrides))
     notes[method] = provenance
     lines = ["# obliviate presets, found by `obliviate sweep --export-preset` (use: obliviate bench --presets FILE).",
