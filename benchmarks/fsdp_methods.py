@@ -46,8 +46,7 @@ def main() -> None:
     if not (models / "target").is_dir():
         subprocess.run([sys.executable, "-m", "obliviate", "build", "synthetic", *TINY, *SCEN, "--out", str(models)],
                        env=env, check=True)
-    import numpy as np
-    from safetensors.numpy import load_file
+    from obliviate.utils.tensors import max_weight_difference
 
     for m in a.methods.split(","):
         common = ["unlearn", "--model", str(models / "target"), "--method", m, "--scenario", "synthetic", *SCEN,
@@ -58,8 +57,7 @@ def main() -> None:
         except RuntimeError as e:
             print(f"{m:<10} failed: {e}")
             continue
-        one, two = (load_file(a.out / f"{m}-{k}" / "model.safetensors") for k in ("single", "fsdp"))
-        diff = max(float(np.abs(one[k] - two[k]).max()) for k in one)
+        diff = max_weight_difference(a.out / f"{m}-single", a.out / f"{m}-fsdp")
         print(f"{m:<10} largest weight difference, FSDP (2 processes) vs one: {diff:.1e}", flush=True)
 
 

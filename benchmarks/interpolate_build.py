@@ -27,13 +27,11 @@ METRICS = ["forget_rougeL_recall", "real_authors_rougeL_recall", "world_facts_ro
 
 def interpolate(base: Path, target: Path, alpha: float, out: Path) -> None:
     """`target`'s directory (config, tokenizer, template) with its weights moved back toward `base`'s."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    def weights(d: Path) -> dict[str, torch.Tensor]:
-        return {k: v for f in sorted(d.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+    from obliviate.utils.tensors import saved_weights
 
-    t, b = weights(target), weights(base)
+    t, b = saved_weights(target), saved_weights(base)
     if not t or not b:
         raise SystemExit(f"no .safetensors weights in {target if not t else base}: interpolation reads safetensors")
     if set(t) != set(b):

@@ -75,11 +75,9 @@ def main() -> None:
         man = json.loads((a.out / name / "manifest.json").read_text())
         assert man["parallelism"] == name, man["parallelism"]
         peaks[name] = man["peak_memory_bytes_per_rank"]
-    import numpy as np
-    from safetensors.numpy import load_file
+    from obliviate.utils.tensors import max_weight_difference
 
-    one, two = (load_file(a.out / n / "model.safetensors") for n in runs)
-    diff = max(float(np.abs(one[k] - two[k]).max()) for k in one)
+    diff = max_weight_difference(a.out / "single", a.out / "fsdp")
     mib = 2 ** 20
     print(f"model: {model} ({a.method}, {a.scenario}, {' '.join(settings)})")
     for name in runs:

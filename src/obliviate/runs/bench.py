@@ -91,16 +91,9 @@ def finished(job: Job) -> bool:
 
 def changed_fraction(before: str | Path, after: str | Path) -> float:
     """Share of parameter elements that differ between two saved models (added rows count as changed)."""
-    import torch
-    from safetensors.torch import load_file
+    from obliviate.utils.tensors import saved_weights
 
-    def weights(d: str | Path) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for f in sorted(Path(d).glob("*.safetensors")):
-            out.update(load_file(str(f)))
-        return out
-
-    a, b = weights(before), weights(after)
+    a, b = saved_weights(before), saved_weights(after)
     total = changed = 0
     for k, t in b.items():
         total += t.numel()

@@ -1,8 +1,11 @@
-"""Tensor utilities shared by evaluation, training and editing: batching token-id sequences, and a model's device."""
+"""Tensor utilities shared by evaluation, training and editing: batching token-id sequences, a model's device, and
+the weights of a saved model directory."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -39,3 +42,22 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def base_of(model):
     """The transformers model inside a peft wrapper (the model itself when it is not wrapped)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def saved_weights(model_dir: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved model directory, read from all its `*.safetensors` files (sharded or not); empty
+    when the directory holds none."""
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def max_weight_difference(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> float:
+    """The largest absolute elementwise difference between two saved models of the same architecture."""
+    wa, wb = saved_weights(a), saved_weights(b)
+    if set(wa) != set(wb):
+        raise ValueError(f"{a} and {b} hold different tensors: not the same architecture")
+    return max((float((wa[k].float() - wb[k].float()).abs().max()) for k in wa if wa[k].numel()), default=0.0)
