@@ -207,6 +207,24 @@ def test_pdu_dual_variable_follows_dual_ascent_and_survives_a_resume(tiny_model,
     assert (fresh.lam, fresh.epochs_done, fresh.trace) == (method.lam, 1, [1.0])
 
 
+def test_pdu_warns_when_its_dual_warm_up_covers_the_whole_run(caplog):
+    """With dual_warmup_epochs ≥ epochs λ never leaves λ₀ and ε binds nothing (the real-scale preset's first run):
+    said at construction; not said when the multiplier gets epochs to act, or when it has no step at all."""
+    from obliviate.methods.pdu import PDU
+
+    def warned(**cfg) -> bool:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="obliviate.methods.pdu"):
+            PDU(METHODS.get("pdu").make_config(cfg))
+        return "never enforced" in caplog.text
+
+    assert warned(epochs=5, dual_warmup_epochs=5)
+    assert warned(epochs=3)  # the default warm-up (5) is longer than the run
+    assert not warned(epochs=5, dual_warmup_epochs=2)
+    assert not warned(epochs=10)  # the authors' 5 of 10
+    assert not warned(epochs=5, dual_step=0.0)  # a fixed λ asked for
+
+
 def test_altpo_alternatives_are_the_models_own_differ_from_the_answer_and_are_cached(tiny_model, forget_records,
                                                                                     retain_records, tmp_path):
     """AltPO's setup (divert mode on this plain-template model): K alternatives per forget item, none equal to the

@@ -3,6 +3,7 @@ Unlearning: A Primal-Dual Framework for Large Language Models", arXiv 2506.05314
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from pydantic import Field
@@ -11,6 +12,8 @@ from obliviate.errors import ConfigError
 from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import logits_of, num, tok_denom
 from obliviate.methods.losses import IGNORE_INDEX, dual_ascent, logit_margin_loss, nll_loss
+
+log = logging.getLogger(__name__)
 
 
 class PDUConfig(TrainConfig):
@@ -59,6 +62,11 @@ class PDU(GradientMethod):
         self.lam = float(cfg.dual_init)
         self.epochs_done = 0
         self.trace: list[float] = []  # λ at the end of each epoch
+        if cfg.dual_step > 0 and cfg.dual_warmup_epochs >= cfg.epochs:
+            # the authors' warm-up (5) is half their 10 epochs; with fewer epochs the constraint never binds
+            log.warning("pdu: dual_warmup_epochs=%d >= epochs=%d, so λ stays at dual_init=%g for the whole run and "
+                        "the retain bound eps=%g is never enforced; set dual_warmup_epochs below epochs (the "
+                        "authors': half the run)", cfg.dual_warmup_epochs, cfg.epochs, cfg.dual_init, cfg.eps)
 
     def setup(self, model, ref, views) -> None:
         from obliviate.utils import dist
