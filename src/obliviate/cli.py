@@ -7,6 +7,7 @@ Exit codes: 0 done; 2 a user error (one line naming the problem and the fix; `--
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -28,7 +29,9 @@ err = Console(stderr=True)
 con = Console()
 _state = {"debug": False}
 
-Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides key=value (e.g. train.epochs=5)")]
+Overrides = Annotated[list[str] | None, typer.Argument(
+    help="config overrides key=value of this command's config (unlearn: lr=1e-4 lora.r=8; build: train.epochs=5); "
+         "an unknown key lists the known ones")]
 # options that several commands share
 DataDir = Annotated[str | None, typer.Option(help="TOFU data directory")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out")]
@@ -114,18 +117,19 @@ def _message(text: str) -> str:
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
-    """click's exception types, and typer's vendored copies of them (typer >= 0.29 raises its own)."""
-    import click
-
-    exits, usage, aborts = [click.exceptions.Exit], [click.ClickException], [click.exceptions.Abort]
-    try:
-        from typer._click import exceptions as tce
-
+    """click's exception types, and typer's vendored copies of them (typer >= 0.29 raises its own and no longer
+    depends on click, which is then present only if another package brought it)."""
+    exits: list[type] = []
+    usage: list[type] = []
+    aborts: list[type] = []
+    for module in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            exc = importlib.import_module(module)
+        except ImportError:
+            continue
         for bucket, name in ((exits, "Exit"), (usage, "ClickException"), (aborts, "Abort")):
-            if hasattr(tce, name):
-                bucket.append(getattr(tce, name))
-    except ImportError:
-        pass
+            if hasattr(exc, name) and getattr(exc, name) not in bucket:
+                bucket.append(getattr(exc, name))
     return tuple(exits), tuple(usage), tuple(aborts)
 
 

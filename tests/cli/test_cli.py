@@ -102,3 +102,23 @@ def test_debug_shows_traceback(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["obliviate", "--debug", "build", "synthetix"])
     with pytest.raises(RegistryError):
         run()
+
+
+def test_usage_errors_are_recognised_without_click(monkeypatch):
+    """typer >= 0.29 vendors click and no longer depends on it: the CLI's error handling must not import click
+    (present here only because another package brings it). With click hidden, typer's own exception types are
+    still recognised."""
+    import sys
+
+    from obliviate import cli as cli_module
+
+    for name in ("click", "click.exceptions"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import click` now raises ImportError
+    exits, usage, aborts = cli_module._click_exceptions()
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:  # an older typer raises click's own types, and needs click
+        pytest.skip("this typer does not vendor click")
+    import typer
+
+    assert vendored.ClickException in usage and typer.Exit in exits and typer.Abort in aborts
