@@ -134,7 +134,9 @@ SMOLLM2: dict[str, dict[str, Any]] = {
                                                   "idknll", "idkdpo", "undial", "satimp", "wga", "ceu", "altpo")},
     # The authors' dual warm-up is half their run (5 of 10 epochs); the method's default 5 of these 5 epochs kept
     # λ at λ₀ = 100 throughout (measured: FQ 0.266, forget ROUGE-L 0.076, retain ROUGE-L 0.52, MU 0.176), so the
-    # multiplier starts after 2 here. lr as above, untuned.
+    # multiplier starts after 2 here. Measured with it: the same row to three figures (λ 100 -> 116 at the authors'
+    # η = 5 against a squared logit margin of 250-800), so ε is still not enforced at this scale; eps / dual_step
+    # are the method's sweep space and untuned here, as is lr.
     "pdu": _real(TINY["pdu"]["lr"], dual_warmup_epochs=2),
     # RMU trains three down-projections itself (no LoRA); layer = the paper's relative depth (6 of 30). The steering
     # coefficient is measured from the model (4 x the forget activations' norm, RMUConfig), alpha as on tiny.
