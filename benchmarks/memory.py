@@ -5,6 +5,7 @@ weights, their gradients and AdamW's state are what FSDP shards. The two runs' f
     python benchmarks/memory.py                      # npo_gd, tofu-mini, 1 epoch of batch 8 (5 optimiser steps)
     python benchmarks/memory.py --model tiny         # the same on a tiny built model (seconds; no wheel needed)
     python benchmarks/memory.py --method npo_kl      # a method with a frozen reference copy (sharded too)
+    python benchmarks/memory.py --phases             # + where each process's peak comes from (a phase timeline)
 
 Each run's peak is its manifest's `peak_memory_bytes_per_rank`: the kernel's resident high-water mark (VmHWM) of
 each process from the start of training (the model already loaded) to the saved output. Printed: per-rank peaks,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +45,33 @@ def _model(name: str, work: Path, env: dict[str, str]) -> Path:
     return Path(resolve_base(name))
 
 
+def _phases(folder: Path) -> list[str]:
+    """For each training process timed by benchmarks/memprof (its log has optimiser steps): the micro-batch whose
+    backward holds the peak, as its resting level, each forward's rise, the backward's rise, and the peak (MiB)."""
+    lines = []
+    for log in sorted(folder.glob("rss-*.log")):
+        rows = [line.split() for line in log.read_text().splitlines() if line[:1].isdigit()]
+        if not any(r[1] == "M" and r[2] == "opt0" for r in rows):
+            continue  # the launcher, or a process that did not train
+        peak_at = max(range(len(rows)), key=lambda i: int(rows[i][-1]))
+        marks = [(i, r[2], int(r[3])) for i, r in enumerate(rows) if r[1] == "M"]
+        before = [m for m in marks if m[0] <= peak_at]
+        ends = [k for k, m in enumerate(before) if m[1] in ("bwd1", "opt1")]
+        span = before[ends[-1] + 1:] if ends else before
+        rest = next((m[2] for m in span if m[1] == "fwd0"), span[0][2] if span else 0)
+        level, rises = rest, []
+        for _, tag, rss in span:
+            if tag == "fwd1":
+                rises.append(f"+{rss - level}")
+            if tag in ("fwd1", "bwd0"):
+                level = rss
+        phase = span[-1][1] if span else "?"
+        peak = int(rows[peak_at][-1])
+        lines.append(f"  {log.stem}: at rest {rest}, forwards {' '.join(rises) or '-'}, then +{peak - level} "
+                     f"to the peak {peak} (after mark {phase})")
+    return lines
+
+
 def _run(args: list[str], procs: int, env: dict[str, str]) -> float:
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "-m", "obliviate"]
                 if procs > 1 else [sys.executable, "-m", "obliviate"])
@@ -59,6 +88,8 @@ def main() -> None:
     ap.add_argument("--method", default="npo_gd")
     ap.add_argument("--scenario", default="tofu-mini")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "memory")
+    ap.add_argument("--phases", action="store_true",
+                    help="time each process's memory by phase (benchmarks/memprof) and say where its peak comes from")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE method settings (default: 1 epoch, batch 8, accum 2)")
     a = ap.parse_args()
     # the allocator setting obliviate's CPU FSDP path makes itself (utils/dist.return_large_blocks), for both runs
@@ -71,6 +102,13 @@ def main() -> None:
     runs = {"single": (1, []), "fsdp": (2, ["--fsdp"])}
     peaks, walls = {}, {}
     for name, (procs, extra) in runs.items():
+        if a.phases:
+            folder = a.out / "phases" / name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            env = {**env, "MEMPROF": str(folder),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent / "memprof"),
+                                                                 os.environ.get("PYTHONPATH")]))}
         walls[name] = _run([*common, *extra, "--out", str(a.out / name)], procs, env)
         man = json.loads((a.out / name / "manifest.json").read_text())
         assert man["parallelism"] == name, man["parallelism"]
@@ -86,6 +124,10 @@ def main() -> None:
     ratio = max(peaks["fsdp"]) / max(peaks["single"])
     print(f"FSDP (2 processes) / single: {ratio:.2f}  (≤ 0.60: {'ok' if ratio <= 0.6 else 'MISSED'})")
     print(f"largest weight difference, FSDP vs single: {diff:.2e}")
+    if a.phases:
+        for name in runs:
+            print(f"{name}: where the peak comes from (MiB, VmRSS every 20 ms)")
+            print("\n".join(_phases(a.out / "phases" / name)))
 
 
 if __name__ == "__main__":

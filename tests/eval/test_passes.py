@@ -299,3 +299,91 @@ def test_token_stats_by_hand():
     for s in (a, b):
         assert s.mu.tolist() == pytest.approx([mu] * len(s.mu), abs=1e-6)
         assert s.sigma.tolist() == pytest.approx([sigma] * len(s.sigma), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- compacted logits
+
+
+def test_compact_answers_by_hand():
+    # row 0: prompt of 2, answer [5, 6, 7] (predicted from positions 1, 2, 3); row 1: prompt 1, answer [8], padding
+    labels = torch.tensor([[X, X, 5, 6, 7], [X, 8, X, X, X]])
+    index, compact = passes.compact_answers(labels)
+    assert index.tolist() == [[1, 2, 3, 0], [0, 0, 0, 0]]
+    assert compact.tolist() == [[X, 5, 6, 7], [X, 8, X, X]]
+
+
+def _losses(logits, labels, ref_logits):
+    from obliviate.methods import losses as L
+
+    return {
+        "nll": L.nll_loss(logits, labels), "seq": L.sequence_logps(logits, labels)[0],
+        "kl": L.kl_loss(ref_logits, logits, labels), "ce_to": L.cross_entropy_to(ref_logits, logits, labels),
+        "ceu": L.ceu_loss(logits, labels, ignore_first=1), "wga": L.wga_loss(logits, labels, 0.5),
+        "satimp": L.satimp_loss(logits, labels, 1.0, 1.0), "undial": L.undial_loss(ref_logits, logits, labels, 3.0),
+        "margin": L.logit_margin_loss(logits, labels),
+    }
+
+
+def test_compact_logits_give_every_loss_and_gradient_of_the_full_logits(llama, seqs):
+    """Every loss reads the compacted (logits, labels) as it reads the full ones: the same values and the same
+    gradients, with the head run on the answer positions only (B·(A+1) rows, not B·T)."""
+    ids, mask, lab = pad_batch([s.input_ids for s in seqs], 0, labels=[s.labels for s in seqs])
+    torch.manual_seed(3)
+    ref = LlamaForCausalLM(llama.config).eval()
+    with torch.no_grad():
+        full_ref = ref(input_ids=ids, attention_mask=mask).logits
+        compact_ref, _ = passes.compact_logits(ref, ids, mask, lab)
+    full = llama(input_ids=ids, attention_mask=mask).logits
+    compact, clab = passes.compact_logits(llama, ids, mask, lab)
+    longest = max(sum(t != X for t in s.labels[1:]) for s in seqs)
+    assert compact.shape == (len(seqs), longest + 1, 64)
+    want, got = _losses(full, lab, full_ref), _losses(compact, clab, compact_ref)
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-6), name
+    grads = []
+    for logits, labels in ((full, lab), (compact, clab)):
+        llama.zero_grad()
+        (_losses(logits, labels, full_ref if logits is full else compact_ref)["nll"]).backward(retain_graph=True)
+        grads.append(llama.get_input_embeddings().weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    llama.zero_grad()
+
+
+def test_compact_logits_select_from_full_logits_when_the_head_cannot_be_hooked(llama, seqs):
+    """A model without a reachable output head (or whose head runs on other shapes) gives the same compacted
+    logits, selected from its full logits."""
+    ids, mask, lab = pad_batch([s.input_ids for s in seqs], 0, labels=[s.labels for s in seqs])
+
+    class NoHead(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            return self.inner(**kw)
+
+    with torch.no_grad():
+        hooked = passes.compact_logits(llama, ids, mask, lab)
+        selected = passes.compact_logits(NoHead(llama), ids, mask, lab)
+    assert torch.equal(hooked[1], selected[1])
+    assert torch.allclose(hooked[0], selected[0], atol=1e-6)
+
+
+def test_answer_logits_of_a_peft_model_run_its_hooked_head(llama, seqs):
+    """A peft model's head cannot be split off (split_head is None): its answer logits come from its own forward
+    with the head hooked to the answer positions, and equal the plain model's (LoRA starts at zero)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    ids, mask, lab = pad_batch([s.input_ids for s in seqs], 0, labels=[s.labels for s in seqs])
+    peft = get_peft_model(copy.deepcopy(llama), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert passes.split_head(peft) is None
+    calls = []
+    passes.output_head(peft).register_forward_hook(lambda m, a, out: calls.append(tuple(out.shape)))
+    with torch.no_grad():
+        got, want = passes.answer_logits(peft, ids, mask, lab), passes.answer_logits(llama, ids, mask, lab)
+    longest = max(sum(t != X for t in s.labels[1:]) for s in seqs)
+    assert calls == [(len(seqs), longest + 1, 64)]  # the head ran on the compacted positions only
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    assert torch.allclose(got[0], want[0], atol=1e-5)

@@ -87,12 +87,76 @@ def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Te
     target = labels[:, 1:]  # position t predicts token t+1
     valid = target != IGNORE_INDEX
     parts = split_head(model)
-    if parts is None:
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        return logits[valid].float(), target[valid], valid
+    if parts is None:  # through the model's own forward, its head hooked to the answer positions
+        logits, compact = compact_logits(model, ids, mask, labels)
+        keep = compact[:, 1:] != IGNORE_INDEX  # row by row, in order: the order of target[valid]
+        return logits[:, :-1][keep].float(), target[valid], valid
     base, head = parts
     hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]  # (B, T-1, H)
     return head(hidden[valid]).float(), target[valid], valid
+
+
+def compact_answers(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each row's answer is predicted from, compacted: `index` (B, A+1) holds row i's n_i positions that
+    predict an answer token (t with labels[t+1] ≠ IGNORE), left-aligned and in order, then filler (position 0);
+    `compact` (B, A+1) holds the labels those positions predict, shifted one column right (IGNORE, y_1 … y_n_i,
+    IGNORE …), A = the longest answer. Logits gathered at `index` read with `compact` as full logits read with
+    `labels`: `losses.shift` pairs column c's logits with column c+1's label, so every loss gives the same value
+    (the extra last column, like the full sequence's last position, predicts nothing)."""
+    target = labels[:, 1:]
+    valid = target != IGNORE_INDEX
+    n = valid.sum(1)
+    width = int(n.max()) if len(n) else 0
+    order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices  # answer positions first, in order
+    index = torch.zeros(labels.shape[0], width + 1, dtype=torch.long, device=labels.device)
+    index[:, :width] = order[:, :width]
+    filled = torch.arange(width, device=labels.device) < n[:, None]  # (B, A)
+    index[:, :width] = torch.where(filled, index[:, :width], 0)
+    compact = torch.full_like(index, IGNORE_INDEX)
+    compact[:, 1:][filled] = target[valid]
+    return index, compact
+
+
+def output_head(model):
+    """The module that turns hidden states into logits (under DDP, FSDP and peft wrappers alike), or None."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    get = getattr(inner, "get_output_embeddings", None)
+    return get() if callable(get) else None
+
+
+def compact_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, **forward):
+    """One forward whose logits exist only where answers are predicted: ((B, A+1, V) logits, (B, A+1) labels),
+    laid out by `compact_answers`, in the caller's grad and train/eval mode. The output head (the LM head, the
+    vocabulary's share of a pretrained model's compute and the largest training transient: 49,152 × tokens × 4
+    bytes and its log-softmax, gradient and copies on SmolLM2) sees the answers' positions only, selected by a
+    forward pre-hook on it; the forward itself runs through the model as usual, so wrappers that gather weights
+    in their forward (FSDP) or route it (peft, DDP) need nothing special. A model whose head did not run exactly
+    once on (B, T, H) hidden states has its full logits selected instead (the same values)."""
+    index, compact = compact_answers(labels)
+    head = output_head(model)
+    fired = []
+
+    def select(_module, args, kwargs):
+        hidden = args[0] if args else None
+        if hidden is None or hidden.dim() != 3 or hidden.shape[:2] != ids.shape or fired:
+            fired.append(False)
+            return None
+        fired.append(True)
+        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return (picked, *args[1:]), kwargs
+
+    handle = head.register_forward_pre_hook(select, with_kwargs=True) if head is not None else None
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, **forward).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    if fired != [True]:
+        if logits.shape[:2] != ids.shape:
+            raise RuntimeError(f"compact_logits: the model's head ran {len(fired)} times and its logits are "
+                               f"{tuple(logits.shape)} for inputs {tuple(ids.shape)}; no full logits to select from")
+        logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return logits, compact
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ class CEU(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: CEUConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        val = ceu_loss(logits_of(model, f), f["labels"], cfg.ignore_first, tok_denom(f))
+        val = ceu_loss(*logits_of(model, f), cfg.ignore_first, tok_denom(f))
         return LossOutput(val, {"ceu": num(val)})
 
     def answer_tokens(self, views, view: str, indices) -> int:

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from obliviate.eval.passes import answer_nll
+from obliviate.eval.passes import answer_nll, compact_logits
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig
 from obliviate.methods.losses import IGNORE_INDEX, kl_loss, nll_loss, sequence_logps
 
@@ -28,13 +28,18 @@ def seq_denom(view: dict[str, torch.Tensor]):
     return view.get("seq_denom")
 
 
-def logits_of(model, view: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(input_ids=view["input_ids"], attention_mask=view["attention_mask"]).logits  # (B, T, V)
+def logits_of(model, view: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits where the view's answers are predicted, and the labels to read them with:
+    ((B, A+1, V), (B, A+1)), A = the longest answer (eval.passes.compact_logits). Every loss in `losses` takes
+    them as it would take the full (B, T, V) logits and the view's labels, with the same value; the LM head
+    runs on the answers' positions only (the prompts, here often the chat template's system prompt, are most of
+    a sequence)."""
+    return compact_logits(model, view["input_ids"], view["attention_mask"], view["labels"])
 
 
 def seq_logps(model, view: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence-sum answer log-probs (B,) and answer lengths (B,) under `model`."""
-    return sequence_logps(logits_of(model, view), view["labels"])
+    return sequence_logps(*logits_of(model, view))
 
 
 def retain_views(kind: str) -> tuple[str, ...]:
@@ -53,11 +58,11 @@ def retain_term(kind: RetainTerm, model, ref, view: dict[str, torch.Tensor] | No
     """The retain-side regulariser: NLL on D_r ("gd", gradient descent) or KL(p₀ ‖ p_θ) on D_r ("kl")."""
     if kind == "none" or view is None:
         return torch.zeros(()), {}
-    logits = logits_of(model, view)
+    logits, labels = logits_of(model, view)
     if kind == "gd":
-        val = nll_loss(logits, view["labels"], tok_denom(view))
+        val = nll_loss(logits, labels, tok_denom(view))
         return val, {"retain_nll": num(val)}
-    val = kl_loss(ref.logits(view), logits, view["labels"], tok_denom(view))
+    val = kl_loss(ref.logits(view), logits, labels, tok_denom(view))
     return val, {"retain_kl": num(val)}
 
 

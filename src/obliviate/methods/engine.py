@@ -23,6 +23,7 @@ import math
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 
 from obliviate.data.records import QA
 from obliviate.data.templates import Formatter, resolve_tokenize
+from obliviate.eval.passes import compact_logits
 from obliviate.errors import ConfigError, DivergedError, ResourceError
 from obliviate.methods.base import Batch, GradientMethod, Progress, ProgressEvent, TrainConfig, TrainContext
 from obliviate.methods.data import Views, epoch_plan, rank_share, split_step
@@ -55,18 +57,29 @@ class Reference:
     def logps(self, view: str, index: torch.Tensor) -> torch.Tensor:
         return self._logps[view][index.cpu()]
 
-    @torch.no_grad()
-    def forward(self, batch_view: dict[str, torch.Tensor], **kwargs):
-        kw = {"input_ids": batch_view["input_ids"], "attention_mask": batch_view["attention_mask"], **kwargs}
+    @contextmanager
+    def _active(self):
+        """The module a reference pass runs through, with LoRA adapters disabled for the pass."""
         if self._lora is not None:
             with self._lora.disable_adapter():
-                return self._lora(**kw)
+                yield self._lora
+            return
         if self._model is None:
-            raise RuntimeError("this method declared reference='logps' but asked for reference logits")
-        return self._model(**kw)
+            raise RuntimeError("this method declared reference='logps' but asked for a reference pass")
+        yield self._model
 
+    @torch.no_grad()
+    def forward(self, batch_view: dict[str, torch.Tensor], **kwargs):
+        with self._active() as model:
+            return model(input_ids=batch_view["input_ids"], attention_mask=batch_view["attention_mask"], **kwargs)
+
+    @torch.no_grad()
     def logits(self, batch_view: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.forward(batch_view).logits
+        """θ₀'s logits where the view's answers are predicted, laid out as `common.logits_of` lays out the
+        trained model's ((B, A+1, V), read with the same compacted labels)."""
+        with self._active() as model:
+            return compact_logits(model, batch_view["input_ids"], batch_view["attention_mask"],
+                                  batch_view["labels"])[0]
 
     @property
     def module(self):
@@ -83,8 +96,9 @@ def precompute_logps(model, views: Views, names: Sequence[str], batch_size: int,
         vals = torch.zeros(len(views.encoded[v]))
         for s in range(0, len(vals), batch_size):
             b = views.collate(v, range(s, min(s + batch_size, len(vals))))
-            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-            vals[s:s + len(b["index"])] = sequence_logps(logits, b["labels"].to(device))[0].cpu()
+            logits, labels = compact_logits(model, b["input_ids"].to(device), b["attention_mask"].to(device),
+                                            b["labels"].to(device))
+            vals[s:s + len(b["index"])] = sequence_logps(logits, labels)[0].cpu()
         out[v] = vals
     return out
 

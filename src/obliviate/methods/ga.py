@@ -38,6 +38,6 @@ class GradientAscent(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: GAConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        forget = ga_loss(logits_of(model, f), f["labels"], tok_denom(f))
+        forget = ga_loss(*logits_of(model, f), tok_denom(f))
         keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
         return LossOutput(cfg.forget_weight * forget + cfg.retain_weight * keep, {"forget_nll": -num(forget), **terms})

@@ -117,10 +117,10 @@ class ICU(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: ICUConfig = self.cfg  # type: ignore[assignment]
         f, a = batch["forget"], batch["analog"]
-        ascent = ga_loss(logits_of(model, f), f["labels"], tok_denom(f))
-        la = logits_of(model, a)
-        keep = nll_loss(la, a["labels"], tok_denom(a))
-        ce = cross_entropy_to(ref.logits(a), la, a["labels"], tok_denom(a))
+        ascent = ga_loss(*logits_of(model, f), tok_denom(f))
+        la, lab = logits_of(model, a)
+        keep = nll_loss(la, lab, tok_denom(a))
+        ce = cross_entropy_to(ref.logits(a), la, lab, tok_denom(a))
         total = ascent + cfg.alpha * keep + cfg.beta * ce
         return LossOutput(total, {"forget_nll": -num(ascent), "analog_nll": num(keep), "analog_ce": num(ce)})
 

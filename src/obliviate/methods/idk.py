@@ -25,7 +25,7 @@ class IdkNLL(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: IdkNLLConfig = self.cfg  # type: ignore[assignment]
         v = batch["forget_idk"]
-        idk = nll_loss(logits_of(model, v), v["labels"], tok_denom(v))
+        idk = nll_loss(*logits_of(model, v), tok_denom(v))
         keep, terms = retain_term("gd", model, ref, batch["retain"])
         return LossOutput(idk + cfg.retain_weight * keep, {"idk_nll": num(idk), **terms})
 

@@ -82,9 +82,9 @@ class PDU(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: PDUConfig = self.cfg  # type: ignore[assignment]
         f, r = batch["forget"], batch["retain"]
-        forget = logit_margin_loss(logits_of(model, f), f["labels"], tok_denom(f))
+        forget = logit_margin_loss(*logits_of(model, f), tok_denom(f))
         denom = tok_denom(r)
-        retain = nll_loss(logits_of(model, r), r["labels"], denom)
+        retain = nll_loss(*logits_of(model, r), denom)
         lam = self.lam
         total = cfg.forget_weight * forget + lam * (retain - cfg.eps)
         if cfg.dual_update == "step" and self._dual_active():

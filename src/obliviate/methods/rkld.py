@@ -110,8 +110,8 @@ class RKLD(GradientMethod):
         n = len(views.encoded["forget"])
         for s in range(0, n, 8):
             b = {k: t.to(dev) for k, t in views.collate("forget", range(s, min(n, s + 8))).items()}
-            lt = rkld_teacher_logits(logits_of(orig, b), logits_of(aug, b), cfg.alpha)
-            lt, _, mask = shift(lt, b["labels"])
+            (lo, labels), (la, _) = logits_of(orig, b), logits_of(aug, b)
+            lt, _, mask = shift(rkld_teacher_logits(lo, la, cfg.alpha), labels)
             for row in range(lt.shape[0]):
                 rows = lt[row][mask[row]]
                 if self.k is None:
@@ -131,15 +131,15 @@ class RKLD(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: RKLDConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        logits = logits_of(model, f)
+        logits, labels = logits_of(model, f)
         reverse = cfg.divergence == "reverse"
         if self.mode == "on_the_fly":
             with torch.no_grad():
-                teacher = rkld_teacher_logits(logits_of(self.orig, f), logits_of(self.aug, f), cfg.alpha)
-            lg, _, mask = shift(logits, f["labels"])
+                teacher = rkld_teacher_logits(logits_of(self.orig, f)[0], logits_of(self.aug, f)[0], cfg.alpha)
+            lg, _, mask = shift(logits, labels)
             div = kl_divergence(lg, teacher[:, :-1], mask, reverse, tok_denom(f))
         else:
-            lg, _, mask = shift(logits, f["labels"])
+            lg, _, mask = shift(logits, labels)
             rows = [self.table[int(i)] for i in f["index"]]  # student rows lg[mask] are in the same item order
             parts = [torch.cat([r[j] for r in rows]).to(lg.device) for j in range(len(rows[0]))]
             if self.k is None:
@@ -150,9 +150,9 @@ class RKLD(GradientMethod):
         total, terms = div, {"kl": num(div)}
         if cfg.retain != "none":
             r = batch["retain"]
-            rl = logits_of(model, r)
-            keep = (nll_loss(rl, r["labels"], tok_denom(r)) if cfg.retain == "nll"
-                    else kl_loss(ref.logits(r), rl, r["labels"], tok_denom(r)))
+            rl, rlab = logits_of(model, r)
+            keep = (nll_loss(rl, rlab, tok_denom(r)) if cfg.retain == "nll"
+                    else kl_loss(ref.logits(r), rl, rlab, tok_denom(r)))
             total = total + cfg.retain_weight * keep
             terms[f"retain_{cfg.retain}"] = num(keep)
         return LossOutput(total, terms)

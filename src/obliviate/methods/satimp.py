@@ -48,6 +48,6 @@ class SatImp(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: SatImpConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        forget = satimp_loss(logits_of(model, f), f["labels"], cfg.beta1, cfg.beta2, tok_denom(f))
+        forget = satimp_loss(*logits_of(model, f), cfg.beta1, cfg.beta2, tok_denom(f))
         keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
         return LossOutput(cfg.forget_weight * forget + cfg.retain_weight * keep, {"satimp": num(forget), **terms})

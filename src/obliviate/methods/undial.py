@@ -45,6 +45,6 @@ class UNDIAL(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: UNDIALConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        forget = undial_loss(ref.logits(f), logits_of(model, f), f["labels"], cfg.beta, tok_denom(f))
+        forget = undial_loss(ref.logits(f), *logits_of(model, f), cfg.beta, tok_denom(f))
         keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
         return LossOutput(forget + cfg.retain_weight * keep, {"undial_ce": num(forget), **terms})

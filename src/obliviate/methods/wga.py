@@ -44,6 +44,6 @@ class WGA(GradientMethod):
     def loss(self, batch, model, ref) -> LossOutput:
         cfg: WGAConfig = self.cfg  # type: ignore[assignment]
         f = batch["forget"]
-        forget = wga_loss(logits_of(model, f), f["labels"], cfg.beta, tok_denom(f))
+        forget = wga_loss(*logits_of(model, f), cfg.beta, tok_denom(f))
         keep, terms = retain_term(cfg.retain, model, ref, batch.get("retain"))
         return LossOutput(cfg.forget_weight * forget + cfg.retain_weight * keep, {"wga": num(forget), **terms})

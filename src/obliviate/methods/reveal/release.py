@@ -81,17 +81,17 @@ class Release(GradientMethod):
             logps, _ = seq_logps(model, f)
             main = npo_loss(logps, ref.logps("forget", f["index"]).to(logps.device), cfg.beta, seq_denom(f))
         elif cfg.loss in ("ga", "graddiff"):
-            main = ga_loss(logits_of(model, f), f["labels"], tok_denom(f))
+            main = ga_loss(*logits_of(model, f), tok_denom(f))
         else:  # retain_nll: the separate retain module
-            main = nll_loss(logits_of(model, f), f["labels"], tok_denom(f))
+            main = nll_loss(*logits_of(model, f), tok_denom(f))
         terms[cfg.loss] = num(main)
         total = main
         if "retain" in batch:
             r = batch["retain"]
-            rl = logits_of(model, r)
+            rl, rlab = logits_of(model, r)
             kind = "nll" if cfg.loss == "graddiff" else cfg.retain_term
-            keep = nll_loss(rl, r["labels"], tok_denom(r)) if kind == "nll" else \
-                kl_loss(ref.logits(r), rl, r["labels"], tok_denom(r))
+            keep = nll_loss(rl, rlab, tok_denom(r)) if kind == "nll" else \
+                kl_loss(ref.logits(r), rl, rlab, tok_denom(r))
             total = total + cfg.retain_weight * keep
             terms[f"retain_{kind}"] = num(keep)
         if self.prev and cfg.orth_weight > 0:
