@@ -19,7 +19,7 @@ from pydantic import Field
 from obliviate.eval.passes import generate_pass, sample_pass
 from obliviate.methods.base import TRAIN_SPACE, GradientMethod, LossOutput, Space, TrainConfig, register_method
 from obliviate.methods.common import num, retain_term, seq_denom, seq_logps
-from obliviate.methods.losses import altpo_loss, sequence_logps
+from obliviate.methods.losses import altpo_loss
 from obliviate.utils.tensors import model_device, pad_batch
 
 log = logging.getLogger(__name__)
@@ -186,19 +186,15 @@ class AltPO(GradientMethod):
 # ---------------------------------------------------------------------------------------------- generation
 
 
-@torch.no_grad()
 def _sequence_logps_of(model, views, name: str, batch_size: int) -> torch.Tensor:
-    """Sequence-sum answer log-probs of every item of one view under `model` (n,)."""
-    dev = model_device(model)
+    """Sequence-sum answer log-probs of every item of one view under `model` (n,); its train/eval mode kept."""
+    from obliviate.methods.engine import precompute_logps
+
     was = model.training
-    model.eval()
-    vals = torch.zeros(len(views.encoded[name]))
-    for s in range(0, len(vals), batch_size):
-        b = views.collate(name, range(s, min(s + batch_size, len(vals))))
-        logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
-        vals[s:s + len(b["index"])] = sequence_logps(logits, b["labels"].to(dev))[0].cpu()
-    model.train(was)
-    return vals
+    try:
+        return precompute_logps(model, views, [name], batch_size, model_device(model))[name]
+    finally:
+        model.train(was)
 
 
 @torch.no_grad()
