@@ -190,3 +190,46 @@ def test_locate_finds_the_subjects_last_token():
     assert locate(Slow(), text, "Marla Quenby") == p
     with pytest.raises(ValueError, match="does not occur"):
         locate(tok, text, "Osric Vantreel")
+
+
+def test_the_target_nll_reads_the_target_positions_of_every_prompt(model):
+    """compute_target's NLL before any step (v_steps=1 records it at δ = 0) equals the mean over prompts of the
+    per-token mean target NLL computed from full logits by hand: two prompts of different lengths (padding), a
+    two-token target, and a KL prompt in the same batch (it must not shift the rows)."""
+    from obliviate.edit import compute_target
+
+    target = (13, 27)
+    prompts = ([5, 17, 9, 33], [8, 2, 40, 41, 42, 6, 19])
+    kl = EditPrompt((5, 17, 3, 4), 1)
+    req = EditRequest(tuple(EditPrompt(tuple(p), 1) for p in prompts), target, kl)
+    res = compute_target(model, req, 0, EditConfig(v_steps=1, kl_factor=0.5), PAD)
+    by_hand = []
+    with torch.no_grad():
+        for p in prompts:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p + list(target)])).logits[0].float(), -1)
+            by_hand.append(-(logp[len(p) - 1, target[0]] + logp[len(p), target[1]]) / 2)
+    assert res.nll == pytest.approx(float(torch.stack(by_hand).mean()), rel=1e-5)
+
+
+def test_requests_in_a_group_share_one_residual(model, moments):
+    """Three prompts that differ in their first token only (so their keys at the last token nearly agree) and one
+    target: with groups=[[0, 1, 2]] one δ is optimised on all three prompts, every request reports it, and each
+    prompt then emits the target."""
+    m = copy.deepcopy(model)
+    prompts = [[5, 17, 9, 33, 41], [6, 17, 9, 33, 41], [7, 17, 9, 33, 41]]
+    target = int(_next_token(m, prompts[0])[1].argsort()[-3])
+    reqs = [_request(p, target) for p in prompts]
+    stats = Editor(m, [0], moments, _cfg(moments[0]), PAD).edit(reqs, groups=[[0, 1, 2]])
+    assert len({(s["delta_norm"], s["target_nll"]) for s in stats}) == 1
+    assert [_next_token(m, p)[0] for p in prompts] == [target] * 3
+
+
+def test_groups_must_cover_each_request_once_and_share_a_target(model, moments):
+    from obliviate.edit.editor import merge_requests
+
+    ed = Editor(copy.deepcopy(model), [0], moments, _cfg(moments[0]), PAD)
+    reqs = [_request([5, 6, 7], 9), _request([5, 6, 8], 9)]
+    with pytest.raises(ValueError, match="each of the 2 requests once"):
+        ed.edit(reqs, groups=[[0]])
+    with pytest.raises(ValueError, match="share their target"):
+        merge_requests([_request([5, 6, 7], 9), _request([5, 6, 8], 10)])

@@ -125,6 +125,24 @@ def test_unlearn_saves_the_model_with_its_token(tiny_model_dir, forget_records, 
     assert 0 < info["edited_fraction"] < info["modified_fraction"] < 1
     assert info["edited_params"] == 64 * 32 and len(info["edits"]) == len(forget_records)
     assert set(info["null_space_dims"]) == {"0"}
+    assert info["shared_value"] == "request" and 0 <= info["forget_first_token_unl"] <= 1
+
+
+def test_a_subjects_questions_share_one_residual(tiny_model, forget_records, retain_records, tmp_path):
+    """shared_value=subject: one δ per person (the edits of one subject report the same norm and NLL, the two
+    people different ones); shared_value=request: one per question."""
+    def norms(shared: str) -> dict[str, set]:
+        method = UniErase(UniEraseConfig(**{**FAST, "shared_value": shared}))
+        method.apply(_ctx(tiny_model, forget_records, retain_records, tmp_path / shared))
+        by: dict[str, set] = {}
+        for e in method.extras()["unierase"]["edits"]:
+            by.setdefault(e["subject"], set()).add((e["delta_norm"], e["target_nll"]))
+        return by
+
+    shared = norms("subject")
+    assert len(shared) == 2 and all(len(v) == 1 for v in shared.values())
+    assert len(set.union(*shared.values())) == 2
+    assert all(len(v) == 3 for v in norms("request").values())
 
 
 def _ctx(tiny_model, forget, retain, tmp_path, **kw) -> ApplyContext:
@@ -178,7 +196,7 @@ def test_the_defaults_are_the_papers():
     assert set(cfg.token_formats) == {"raw", "template"} and cfg.token_batch_size == 16
     assert cfg.token_negatives == 0 and cfg.noise_clip == 1.0 and cfg.key_position == "subject_last"
     assert (cfg.edit.v_lr, cfg.edit.clamp_norm_factor, cfg.edit.l2, cfg.edit.v_steps) == (0.1, 0.75, 10.0, 25)
-    assert cfg.edit == EditConfig() and cfg.preserve_token_keys
+    assert cfg.edit == EditConfig() and cfg.preserve_token_keys and cfg.shared_value == "request"
     over = UniEraseConfig(edit={"l2": 5.0})
     assert over.edit.l2 == 5.0 and over.edit.v_lr == 0.1
 

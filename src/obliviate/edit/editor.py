@@ -30,7 +30,8 @@ from pydantic import Field
 from obliviate.config import Config
 from obliviate.edit.algebra import alphaedit_update, null_space_projector
 from obliviate.edit.anatomy import add_at_positions, capture_keys, capture_layer_output, down_proj
-from obliviate.utils.tensors import model_device, pad_batch
+from obliviate.eval.passes import answer_logits
+from obliviate.utils.tensors import IGNORE_INDEX, model_device, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def locate(tokenizer, text: str, subject: str, *, add_special_tokens: bool = Tru
 @dataclass
 class TargetResult:
     z: torch.Tensor  # (d,) the value layer L's output should have at the subject's last token
+    delta: torch.Tensor  # (d,) z − h_L
     delta_norm: float
     nll: float  # target NLL at the end of the optimisation (mean over prompts)
     steps: int
@@ -121,36 +123,45 @@ def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id:
     """Step 1 (MEMIT `compute_z`): the value z = h_L + δ that makes every prompt of `req` emit its target."""
     dev = model_device(model)
     tgt = list(req.target)
-    rows = [list(p.ids) + tgt[:-1] for p in req.prompts]  # teacher-forced target (all but its last token)
+    rows = [list(p.ids) + tgt for p in req.prompts]  # teacher-forced target
     subj = [p.subject_pos for p in req.prompts]
+    # Logits are needed only where the target is predicted (position t predicts token t+1: target token j is read
+    # at len(prompt) − 1 + j) and, for the KL term, at the subject of "{subject} is a": they are marked as
+    # "answer" labels so that the head runs on those positions only (answer_logits; P·T + 1 rows, not P·S).
+    labels = [[IGNORE_INDEX] * len(p.ids) + tgt for p in req.prompts]
     if req.kl_prompt is not None:
         rows.append(list(req.kl_prompt.ids))
         subj.append(req.kl_prompt.subject_pos)
+        kl_labels = [IGNORE_INDEX] * len(req.kl_prompt.ids)
+        if req.kl_prompt.subject_pos + 1 >= len(kl_labels):
+            raise ValueError("the KL prompt must continue after its subject (e.g. '{} is a')")
+        kl_labels[req.kl_prompt.subject_pos + 1] = 0  # any id: marks the position whose distribution is kept
+        labels.append(kl_labels)
     ids, mask = _batch(rows, pad_id, dev)
+    lab, _ = _batch(labels, IGNORE_INDEX, dev)
     n_rw = len(req.prompts)
-    # position t predicts token t+1: target token j is read at len(prompt) − 1 + j
-    pos = torch.tensor([[len(p.ids) - 1 + j for j in range(len(tgt))] for p in req.prompts], device=dev)  # (P, T)
+    n_tgt = n_rw * len(tgt)
     tgt_t = torch.tensor(tgt, device=dev).expand(n_rw, -1)  # (P, T)
     r_idx, c_idx = torch.arange(len(rows), device=dev), torch.tensor(subj, device=dev)
 
     with torch.no_grad(), capture_layer_output(model, layer) as out:
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, S, V)
+        logits, _, _ = answer_logits(model, ids, mask, lab)  # (P·T [+1], V), row by row
         h0 = out["h"][0, subj[0]].detach().clone()  # (d,) layer-L output at the request's own subject token
         # MEMIT/AlphaEdit read the KL distribution where δ is added: the subject's last token of "{subject} is a"
-        kl_init = F.log_softmax(logits[-1, subj[-1]].float(), -1) if req.kl_prompt is not None else None
+        kl_init = F.log_softmax(logits[n_tgt].float(), -1) if req.kl_prompt is not None else None
     delta = torch.zeros_like(h0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.v_lr)
     max_norm = cfg.clamp_norm_factor * h0.norm()
     nll_val, step = float("nan"), 0
     for step in range(1, cfg.v_steps + 1):
         with add_at_positions(model, layer, delta, r_idx, c_idx):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        logp = F.log_softmax(logits[:n_rw].float(), -1)  # (P, S, V)
-        tok_logp = logp[torch.arange(n_rw, device=dev)[:, None], pos].gather(-1, tgt_t[..., None])[..., 0]  # (P, T)
+            logits, _, _ = answer_logits(model, ids, mask, lab)
+        logp = F.log_softmax(logits[:n_tgt].float(), -1).view(n_rw, len(tgt), -1)  # (P, T, V)
+        tok_logp = logp.gather(-1, tgt_t[..., None])[..., 0]  # (P, T)
         nll = -tok_logp.mean(1).mean()
         loss = nll + cfg.v_weight_decay * delta.norm() / h0.norm() ** 2
         if kl_init is not None and cfg.kl_factor > 0:
-            cur = F.log_softmax(logits[-1, subj[-1]].float(), -1)
+            cur = F.log_softmax(logits[n_tgt].float(), -1)
             # KL(p_δ ‖ p₀): compute_z's kl_div(kl_distr_init, kl_log_probs), i.e. the current distribution is
             # the target argument (F.kl_div(input, target) = Σ target · (log target − input))
             loss = loss + cfg.kl_factor * F.kl_div(kl_init, cur, log_target=True, reduction="sum")
@@ -164,7 +175,16 @@ def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id:
             if delta.norm() > max_norm:
                 delta.mul_(max_norm / delta.norm())
     delta = delta.detach()
-    return TargetResult(h0 + delta, float(delta.norm()), nll_val, step)
+    return TargetResult(h0 + delta, delta, float(delta.norm()), nll_val, step)
+
+
+def merge_requests(requests: Sequence[EditRequest]) -> EditRequest:
+    """One request whose prompts are all of `requests`' prompts (same target; the first one's KL prompt): a
+    residual optimised for it serves each of them (`Editor.edit(groups=...)`)."""
+    targets = {r.target for r in requests}
+    if len(targets) != 1:
+        raise ValueError(f"requests share a value only when they share their target, got {len(targets)} targets")
+    return EditRequest(tuple(p for r in requests for p in r.prompts), requests[0].target, requests[0].kl_prompt)
 
 
 class Editor:
@@ -217,21 +237,37 @@ class Editor:
         return torch.cat(out).double()
 
     def edit(self, requests: Sequence[EditRequest],
-             on_target: Callable[[int, int, TargetResult], None] | None = None) -> list[dict[str, Any]]:
+             on_target: Callable[[int, int, TargetResult], None] | None = None,
+             groups: Sequence[Sequence[int]] | None = None) -> list[dict[str, Any]]:
         """Apply one batch of requests; returns per-request statistics of the target-value step. `on_target(i, n,
-        result)` is called after the i-th of n target values (1-based) is computed."""
+        result)` is called after the i-th of n target values (1-based) is computed.
+
+        `groups` (indices into `requests`, each request in one group; None = each its own): the requests of a group
+        share one residual δ, optimised on all their prompts at once (`merge_requests`), and each request's value
+        is its own h_L + δ [ours]. Requests about one subject have nearly the same keys, so the update can only
+        realise what their residuals have in common; independent residuals that differ are mostly averaged away
+        (see UniEraseConfig.shared_value)."""
         model, cfg = self.model, self.cfg
         was_training = model.training
         grads = {n: p.requires_grad for n, p in model.named_parameters()}
         model.eval().requires_grad_(False)
         try:
             z_layer = self.layers[-1]
-            targets = []
-            for i, r in enumerate(requests):
-                targets.append(compute_target(model, r, z_layer, cfg, self.pad_id))
+            groups = [[i] for i in range(len(requests))] if groups is None else [list(g) for g in groups]
+            if sorted(i for g in groups for i in g) != list(range(len(requests))):
+                raise ValueError(f"groups must hold each of the {len(requests)} requests once, got {groups}")
+            solved: list[TargetResult] = []
+            for g in groups:
+                req = requests[g[0]] if len(g) == 1 else merge_requests([requests[i] for i in g])
+                solved.append(compute_target(model, req, z_layer, cfg, self.pad_id))
                 if on_target:
-                    on_target(i + 1, len(requests), targets[-1])
-            zs = torch.stack([t.z for t in targets]).double()  # (n, d)
+                    on_target(len(solved), len(groups), solved[-1])
+            targets: list[TargetResult] = [solved[0]] * len(requests)
+            for g, t in zip(groups, solved, strict=True):
+                for i in g:
+                    targets[i] = t
+            h_before = self.layer_values(requests, z_layer)  # (n, d)
+            zs = h_before + torch.stack([t.delta for t in targets]).double()  # (n, d): each request's h_L + δ
             for i, layer in enumerate(self.layers):
                 k = self.keys(requests, layer)  # (d_k, n)
                 resid = (zs - self.layer_values(requests, z_layer)).T / (len(self.layers) - i)  # (d, n)

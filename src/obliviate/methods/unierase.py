@@ -71,6 +71,15 @@ class UniEraseConfig(Config):
       the subject. The position used is recorded in the manifest (`run_info`).
     - `context_prefixes`: prefixes written before the question; keys are averaged over them and δ must work under
       each (MEMIT's context templates; fixed strings here instead of model samples [ours], for determinism).
+    - `shared_value`: "request" [paper; MEMIT's compute_z]: one residual δ per forget question; "subject" [ours]:
+      the questions about one subject share one δ, optimised on all their prompts together (each question's value
+      is its own h_L + δ). With subject-token keys the questions of one person have nearly the same keys, so the
+      AlphaEdit update realises mostly what their residuals have in common: on the SmolLM2 tofu-mini target
+      (layers 3–7, λ 1) it realises 97–98% of a residual shared by the 40 forget questions and 12–23% of a
+      question's own (benchmarks/unierase_edit.py). Measured there with the question as asked (one prefix) and an
+      untrained [UNL]: [UNL] became the greedy first answer token of 0.80 of the forget questions after the
+      per-request edit and of all of them after the per-subject one, no retain question's in either, and the
+      retain answers' NLL went 0.040 → 0.055 against → 0.041.
     - `mode`: "batch" (all forget questions in one edit), "sequential" (`n_requests` equal requests one after
       another, the model saved after each when `save_each`), "precise" (the single forget item `precise_item`,
       an index or an id).
@@ -96,6 +105,7 @@ class UniEraseConfig(Config):
     subject: Literal["auto", "field", "name"] = "auto"
     key_position: Literal["auto", "subject_last", "prompt_last"] = "subject_last"
     context_prefixes: list[str] = list(CONTEXT_PREFIXES)
+    shared_value: Literal["request", "subject"] = "request"
     mode: Literal["batch", "sequential", "precise"] = "batch"
     n_requests: int = Field(10, ge=1)
     precise_item: int | str = 0
@@ -379,7 +389,8 @@ class UniErase(ProceduralMethod):
         edit_log: list[dict[str, Any]] = []
         done: list[int] = []
         for c, idx in enumerate(chunks):
-            stats_c = editor.edit([requests[i] for i in idx],
+            groups = self._value_groups([subjects[i] for i in idx])
+            stats_c = editor.edit([requests[i] for i in idx], groups=groups,
                                   on_target=lambda _i, _n, res: self._tick("edit", target_nll=res.nll))
             edit_log += [{"id": forget[i].id, "subject": subjects[i], "request": c + 1, **e}
                          for i, e in zip(idx, stats_c, strict=True)]
@@ -391,6 +402,9 @@ class UniErase(ProceduralMethod):
                 if cfg.save_each:
                     curve[-1]["saved"] = str(self._save(ctx, model, tok, f"request_{c + 1:02d}"))
         times["edit"] = time.time() - t
+        first_unl = self._first_token_share(model, fmt, tid, forget)
+        log.info("unierase stage II: [UNL] is the greedy first answer token for %.0f%% of the forget questions",
+                 100 * first_unl)
 
         n_total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         n_edit = sum(down_proj(model, l).weight.numel() for l in layers)
@@ -402,6 +416,7 @@ class UniErase(ProceduralMethod):
             "edited_params": n_edit, "token_params": n_token, "total_params": n_total,
             "edited_fraction": n_edit / n_total, "modified_fraction": (n_edit + n_token) / n_total,
             "mode": cfg.mode, "n_requests": len(chunks), "wall_time_s": {k: round(v, 2) for k, v in times.items()},
+            "shared_value": cfg.shared_value, "forget_first_token_unl": first_unl,
             "stage1": token_log, "edits": edit_log,
         }
         log.info("unierase: edited %d down-projection weights in layers %s = %.2f%% of %d parameters (%.2f%% with "
@@ -442,6 +457,15 @@ class UniErase(ProceduralMethod):
         k = min(self.cfg.n_requests, n)
         bounds = [round(i * n / k) for i in range(k + 1)]
         return [list(range(bounds[i], bounds[i + 1])) for i in range(k)]
+
+    def _value_groups(self, subjects: list[str]) -> list[list[int]] | None:
+        """Indices of a chunk's requests that share one residual (`shared_value`), or None (one each)."""
+        if self.cfg.shared_value == "request":
+            return None
+        by: dict[str, list[int]] = {}
+        for i, s in enumerate(subjects):
+            by.setdefault(s, []).append(i)
+        return list(by.values())
 
     def _preserved_ids(self, ctx: ApplyContext, fmt: Formatter) -> list[list[int]]:
         """Token ids of the preserved (general) text: the scenario's retain training text (retain + general
@@ -512,6 +536,13 @@ class UniErase(ProceduralMethod):
         prompts = [fmt.prompt_ids(r.question) + [tid] for r in records]
         outs = generate_pass(model, prompts, fmt.tok.pad_token_id, fmt.eos_id, self.cfg.probe_tokens)
         return sum(is_refusal(fmt.tok.decode(o, skip_special_tokens=True)) for o in outs) / max(1, len(outs))
+
+    @torch.no_grad()
+    def _first_token_share(self, model, fmt: Formatter, tid: int, records: list[QA]) -> float:
+        """Share of `records`' questions whose greedy first answer token is [UNL] (the edit's efficacy)."""
+        prompts = [fmt.prompt_ids(r.question) for r in records]
+        outs = generate_pass(model, prompts, fmt.tok.pad_token_id, fmt.eos_id, 1)
+        return sum(bool(o) and o[0] == tid for o in outs) / max(1, len(outs))
 
     @torch.no_grad()
     def probe(self, model, fmt: Formatter, forget: list[QA], retain: list[QA], tid: int) -> dict[str, float]:
