@@ -59,6 +59,8 @@ def main() -> int:
     ap.add_argument("--modes", default="request,subject", help="part 2's value modes (request, subject)")
     ap.add_argument("--prefixes", choices=["all", "one"], default="one",
                     help="context prefixes of each request: UniErase's five, or the question as asked only")
+    ap.add_argument("--key-position", choices=["subject_last", "prompt_last", "auto"], default="subject_last",
+                    help="where keys are read (unierase.key_position; auto = prompt_last below 8 layers)")
     ap.add_argument("--n-retain", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -72,7 +74,7 @@ def main() -> int:
     fmt = Formatter(tok, cfg.template, max_length=cfg.max_length)
     n_layers = len(decoder_layers(model))
     layers = default_layers(n_layers)
-    key_position = key_position_for(cfg.key_position, n_layers)
+    key_position = key_position_for(args.key_position, n_layers)
     preserved = [e.input_ids for e in fmt.encode_qa(list(scen.retain_train.records))]
     stats = key_second_moments(model, layers, preserved, max_tokens=cfg.edit.cov_tokens,
                                batch_size=cfg.edit.batch_size, pad_id=tok.pad_token_id, model_fp=fingerprint(model))
