@@ -147,12 +147,16 @@ SMOLLM2: dict[str, dict[str, Any]] = {
     # as long as the unlearning itself)
     "rkld": _real(3e-4, aug_epochs=3, aug_lr=3e-4),
     "icu": _real(2e-4, epochs=8, weight_decay=0.01),
-    # The paper's Stage I schedule and AlphaEdit's edit values (both set for an 8B model, which SmolLM2 is closer to
-    # in depth than the tiny models), plus the retain items in Stage I that kept the tiny targets from emitting
-    # [UNL] after ordinary answers. Measured once: too weak here (token NLL 2.37 -> 1.47, no refusal after [UNL];
-    # the value step leaves the target at a median 16.8 nats; forget ROUGE-L 0.94): the tiny scale's token lr and
-    # edit values are the next measurement, not yet made.
-    "unierase": {"token_negatives": 64, "token_batch_size": 8},
+    # Measured on the real instrument (forget ROUGE-L / refusals / MU; the target's MU 0.240): the paper's Stage I
+    # schedule and AlphaEdit's edit values: 0.943 / 0.00 / 0.198 (the token learns too little, the value step
+    # leaves [UNL] at a median 16.8 nats); the tiny scale's token lr and edit values: 0.467 / 0.075 / not measured
+    # (each question's own residual is realised only in part: 12-23% per layer); the same with one residual per
+    # person (shared_value=subject, benchmarks/unierase_edit.py): 0.084 / 0.225 / 0.252, [UNL] the first answer
+    # token of 36 of the 40 forget questions. The retain items in Stage I kept the tiny targets from emitting
+    # [UNL] after ordinary answers.
+    "unierase": {"token_negatives": 64, "token_batch_size": 8, "token_schedule": [(15, 5e-2), (5, 5e-3)],
+                 "token_formats": ["template"], "noise_clip": 2.0, "shared_value": "subject",
+                 "edit": {"v_lr": 0.5, "clamp_norm_factor": 4.0, "l2": 1.0}},
     # each round's LoRA module at the tiny scale's lr; the retain weight that kept the tiny models' utility
     "reveal_release": {"lr": 1e-3, "retain_weight": 10.0},
 }
