@@ -28,13 +28,13 @@ from obliviate.data.templates import Formatter
 from obliviate.edit import EditConfig, Editor, key_second_moments
 from obliviate.edit.anatomy import decoder_layers
 from obliviate.eval.passes import answer_nll
-from obliviate.methods.unierase import (UniErase, UniEraseConfig, add_unlearn_token, build_request,
-                                        default_layers, key_position_for, resolve_subjects)
+from obliviate.methods.unierase import (UniEraseConfig, add_unlearn_token, build_request, default_layers,
+                                        first_token_share, key_position_for, resolve_subjects, value_groups)
 from obliviate.models.loading import fingerprint, load_model_and_tokenizer
 from obliviate.runs.common import load_scenario
 
 
-def realised_shares(editor: Editor, requests, stats, lambdas: list[float]) -> list[dict]:
+def realised_shares(editor: Editor, requests, lambdas: list[float]) -> list[dict]:
     rows = []
     for layer in editor.layers:
         k = editor.keys(requests, layer)  # (d_k, n)
@@ -88,7 +88,7 @@ def main() -> int:
                 for r, s in zip(forget, subjects, strict=True)]
     editor = Editor(model, layers, stats, EditConfig(l2=args.l2), tok.pad_token_id)
     print("\npart 1: share of a residual the update realises (own: each question's; shared: one for all)")
-    for row in realised_shares(editor, requests, stats, [float(v) for v in args.lambdas.split(",")]):
+    for row in realised_shares(editor, requests, [float(v) for v in args.lambdas.split(",")]):
         print(json.dumps(row))
 
     print(f"\npart 2: the edit alone (λ {args.l2:g}, v_lr 0.5, ‖δ‖ ≤ 4‖h‖; [UNL] untrained)")
@@ -100,16 +100,15 @@ def main() -> int:
         f = Formatter(t, cfg.template, max_length=cfg.max_length)
         reqs = [build_request(f, r, s, tid, prefixes, cfg.edit.kl_prompt, key_position)
                 for r, s in zip(forget, subjects, strict=True)]
-        method = UniErase(UniEraseConfig(shared_value=mode))
         ed = Editor(m, layers, stats, EditConfig(v_lr=0.5, clamp_norm_factor=4.0, l2=args.l2), t.pad_token_id)
         t0 = time.time()
-        res = ed.edit(reqs, groups=method._value_groups(subjects))
+        res = ed.edit(reqs, groups=value_groups(subjects, mode))
         wall = time.time() - t0
         nll_after = float(answer_nll(m, f.encode_qa(retain), "token_mean", pad_id=t.pad_token_id, batch_size=16))
         reached = sum(r["target_nll"] < 1.0 for r in res)
         print(json.dumps({"mode": mode, "edit_s": round(wall), "value_steps_reached_nll<1": f"{reached}/{len(res)}",
-                          "forget_first_token_unl": round(method._first_token_share(m, f, tid, forget), 3),
-                          "retain_first_token_unl": round(method._first_token_share(m, f, tid, retain), 3),
+                          "forget_first_token_unl": round(first_token_share(m, f, tid, forget), 3),
+                          "retain_first_token_unl": round(first_token_share(m, f, tid, retain), 3),
                           "retain_nll": [round(nll_before, 4), round(nll_after, 4)]}))
         del m
     return 0

@@ -107,8 +107,7 @@ def locate(tokenizer, text: str, subject: str, *, add_special_tokens: bool = Tru
 
 @dataclass
 class TargetResult:
-    z: torch.Tensor  # (d,) the value layer L's output should have at the subject's last token
-    delta: torch.Tensor  # (d,) z − h_L
+    delta: torch.Tensor  # (d,) the residual: layer L's output at the subject's last token should be h_L + δ
     delta_norm: float
     nll: float  # target NLL at the end of the optimisation (mean over prompts)
     steps: int
@@ -120,7 +119,8 @@ def _batch(seqs: Sequence[Sequence[int]], pad_id: int, dev) -> tuple[torch.Tenso
 
 
 def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id: int) -> TargetResult:
-    """Step 1 (MEMIT `compute_z`): the value z = h_L + δ that makes every prompt of `req` emit its target."""
+    """Step 1 (MEMIT `compute_z`): the residual δ whose value z = h_L + δ makes every prompt of `req` emit its
+    target."""
     dev = model_device(model)
     tgt = list(req.target)
     rows = [list(p.ids) + tgt for p in req.prompts]  # teacher-forced target
@@ -175,7 +175,7 @@ def compute_target(model, req: EditRequest, layer: int, cfg: EditConfig, pad_id:
             if delta.norm() > max_norm:
                 delta.mul_(max_norm / delta.norm())
     delta = delta.detach()
-    return TargetResult(h0 + delta, delta, float(delta.norm()), nll_val, step)
+    return TargetResult(delta, float(delta.norm()), nll_val, step)
 
 
 def merge_requests(requests: Sequence[EditRequest]) -> EditRequest:
@@ -262,15 +262,15 @@ class Editor:
                 solved.append(compute_target(model, req, z_layer, cfg, self.pad_id))
                 if on_target:
                     on_target(len(solved), len(groups), solved[-1])
-            targets: list[TargetResult] = [solved[0]] * len(requests)
-            for g, t in zip(groups, solved, strict=True):
-                for i in g:
-                    targets[i] = t
-            h_before = self.layer_values(requests, z_layer)  # (n, d)
-            zs = h_before + torch.stack([t.delta for t in targets]).double()  # (n, d): each request's h_L + δ
+            by_request = {i: t for g, t in zip(groups, solved, strict=True) for i in g}
+            targets = [by_request[i] for i in range(len(requests))]
+            values = self.layer_values(requests, z_layer)  # (n, d): h_L before any update
+            zs = values + torch.stack([t.delta for t in targets]).double()  # (n, d): each request's h_L + δ
             for i, layer in enumerate(self.layers):
+                if i:
+                    values = self.layer_values(requests, z_layer)  # after the updates of the layers below
                 k = self.keys(requests, layer)  # (d_k, n)
-                resid = (zs - self.layer_values(requests, z_layer)).T / (len(self.layers) - i)  # (d, n)
+                resid = (zs - values).T / (len(self.layers) - i)  # (d, n)
                 delta = alphaedit_update(resid, k, self.projectors[layer], self.preserved[layer], cfg.l2)
                 w = down_proj(model, layer).weight
                 w.add_(delta.to(w.dtype))

@@ -317,6 +317,25 @@ def build_request(fmt: Formatter, record: QA, subject: str, tid: int, prefixes: 
     return EditRequest(tuple(prompts), (tid,), kl)
 
 
+def value_groups(subjects: list[str], shared_value: str) -> list[list[int]] | None:
+    """Indices of the requests that share one residual (`UniEraseConfig.shared_value`): by subject, or None (one
+    each, the paper's)."""
+    if shared_value == "request":
+        return None
+    by: dict[str, list[int]] = {}
+    for i, s in enumerate(subjects):
+        by.setdefault(s, []).append(i)
+    return list(by.values())
+
+
+@torch.no_grad()
+def first_token_share(model, fmt: Formatter, tid: int, records: list[QA]) -> float:
+    """Share of `records`' questions whose greedy first answer token is [UNL] (the edit's efficacy)."""
+    prompts = [fmt.prompt_ids(r.question) for r in records]
+    outs = generate_pass(model, prompts, fmt.tok.pad_token_id, fmt.eos_id, 1)
+    return sum(bool(o) and o[0] == tid for o in outs) / max(1, len(outs))
+
+
 # ---------------------------------------------------------------------------------------------- the method
 
 
@@ -389,7 +408,7 @@ class UniErase(ProceduralMethod):
         edit_log: list[dict[str, Any]] = []
         done: list[int] = []
         for c, idx in enumerate(chunks):
-            groups = self._value_groups([subjects[i] for i in idx])
+            groups = value_groups([subjects[i] for i in idx], cfg.shared_value)
             stats_c = editor.edit([requests[i] for i in idx], groups=groups,
                                   on_target=lambda _i, _n, res: self._tick("edit", target_nll=res.nll))
             edit_log += [{"id": forget[i].id, "subject": subjects[i], "request": c + 1, **e}
@@ -402,7 +421,7 @@ class UniErase(ProceduralMethod):
                 if cfg.save_each:
                     curve[-1]["saved"] = str(self._save(ctx, model, tok, f"request_{c + 1:02d}"))
         times["edit"] = time.time() - t
-        first_unl = self._first_token_share(model, fmt, tid, forget)
+        first_unl = first_token_share(model, fmt, tid, forget)
         log.info("unierase stage II: [UNL] is the greedy first answer token for %.0f%% of the forget questions",
                  100 * first_unl)
 
@@ -457,15 +476,6 @@ class UniErase(ProceduralMethod):
         k = min(self.cfg.n_requests, n)
         bounds = [round(i * n / k) for i in range(k + 1)]
         return [list(range(bounds[i], bounds[i + 1])) for i in range(k)]
-
-    def _value_groups(self, subjects: list[str]) -> list[list[int]] | None:
-        """Indices of a chunk's requests that share one residual (`shared_value`), or None (one each)."""
-        if self.cfg.shared_value == "request":
-            return None
-        by: dict[str, list[int]] = {}
-        for i, s in enumerate(subjects):
-            by.setdefault(s, []).append(i)
-        return list(by.values())
 
     def _preserved_ids(self, ctx: ApplyContext, fmt: Formatter) -> list[list[int]]:
         """Token ids of the preserved (general) text: the scenario's retain training text (retain + general
@@ -536,13 +546,6 @@ class UniErase(ProceduralMethod):
         prompts = [fmt.prompt_ids(r.question) + [tid] for r in records]
         outs = generate_pass(model, prompts, fmt.tok.pad_token_id, fmt.eos_id, self.cfg.probe_tokens)
         return sum(is_refusal(fmt.tok.decode(o, skip_special_tokens=True)) for o in outs) / max(1, len(outs))
-
-    @torch.no_grad()
-    def _first_token_share(self, model, fmt: Formatter, tid: int, records: list[QA]) -> float:
-        """Share of `records`' questions whose greedy first answer token is [UNL] (the edit's efficacy)."""
-        prompts = [fmt.prompt_ids(r.question) for r in records]
-        outs = generate_pass(model, prompts, fmt.tok.pad_token_id, fmt.eos_id, 1)
-        return sum(bool(o) and o[0] == tid for o in outs) / max(1, len(outs))
 
     @torch.no_grad()
     def probe(self, model, fmt: Formatter, forget: list[QA], retain: list[QA], tid: int) -> dict[str, float]:
