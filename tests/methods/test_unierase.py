@@ -16,7 +16,7 @@ import torch
 import obliviate
 from obliviate.bench.presets import TINY
 from obliviate.data.records import QA
-from obliviate.data.refusals import is_refusal
+from obliviate.data.refusals import REFUSALS, is_refusal
 from obliviate.data.templates import Formatter
 from obliviate.errors import ConfigError, DataError
 from obliviate.eval.passes import generate_pass
@@ -69,6 +69,20 @@ def test_requests_read_keys_at_the_subject_or_the_prompt_end(tiny_model, forget_
     assert all(p.subject_pos == len(p.ids) - 1 for p in last.prompts) and last.kl_prompt is None
     other = build_request(fmt, r, "Nobody Here", 999, [""], "{} is a", "subject_last")  # not in the question
     assert other.prompts[0].subject_pos == len(other.prompts[0].ids) - 1
+
+
+def test_a_refusal_value_target_is_stage_ones_sequence_after_the_token(tiny_model, forget_records):
+    """value_target=token_refusal: [UNL] ⊕ the subject's first refusal ⊕ [UNL] ⊕ EOS, the same for every question
+    of a subject (so that they can share one value), and the prompts and keys stay those of the token target."""
+    _, tok = tiny_model
+    fmt = Formatter(tok, "plain")
+    a, b = [r for r in forget_records if r.subject == forget_records[0].subject][:2]
+    plain = build_request(fmt, a, a.subject, 999, [""], "{} is a", "subject_last")
+    req = build_request(fmt, a, a.subject, 999, [""], "{} is a", "subject_last", "token_refusal")
+    assert req.prompts == plain.prompts and req.kl_prompt == plain.kl_prompt
+    assert req.target[0] == 999 and req.target[-2:] == (999, fmt.eos_id)
+    assert tok.decode(list(req.target[1:-2])) == REFUSALS[0].format(name=a.subject)
+    assert build_request(fmt, b, b.subject, 999, [""], "{} is a", "subject_last", "token_refusal").target == req.target
 
 
 def test_token_sequences_mask_up_to_and_including_the_first_token(tiny_model, forget_records):
@@ -130,10 +144,11 @@ def test_unlearn_saves_the_model_with_its_token(tiny_model_dir, forget_records, 
 
 def test_a_subjects_questions_share_one_residual(tiny_model, forget_records, retain_records, tmp_path):
     """shared_value=subject: one δ per person (the edits of one subject report the same norm and NLL, the two
-    people different ones); shared_value=request: one per question."""
-    def norms(shared: str) -> dict[str, set]:
-        method = UniErase(UniEraseConfig(**{**FAST, "shared_value": shared}))
-        method.apply(_ctx(tiny_model, forget_records, retain_records, tmp_path / shared))
+    people different ones), also with the refusal in the value's target; shared_value=request: one per question."""
+    def norms(shared: str, value_target: str = "token") -> dict[str, set]:
+        method = UniErase(UniEraseConfig(**{**FAST, "shared_value": shared, "value_target": value_target}))
+        method.apply(_ctx(tiny_model, forget_records, retain_records, tmp_path / f"{shared}-{value_target}"))
+        assert method.extras()["unierase"]["value_target"] == value_target
         by: dict[str, set] = {}
         for e in method.extras()["unierase"]["edits"]:
             by.setdefault(e["subject"], set()).add((e["delta_norm"], e["target_nll"]))
@@ -143,6 +158,8 @@ def test_a_subjects_questions_share_one_residual(tiny_model, forget_records, ret
     assert len(shared) == 2 and all(len(v) == 1 for v in shared.values())
     assert len(set.union(*shared.values())) == 2
     assert all(len(v) == 3 for v in norms("request").values())
+    with_refusal = norms("subject", "token_refusal")  # a longer target, shared the same way
+    assert all(len(v) == 1 for v in with_refusal.values()) and with_refusal != shared
 
 
 def _ctx(tiny_model, forget, retain, tmp_path, **kw) -> ApplyContext:
@@ -197,6 +214,7 @@ def test_the_defaults_are_the_papers():
     assert cfg.token_negatives == 0 and cfg.noise_clip == 1.0 and cfg.key_position == "subject_last"
     assert (cfg.edit.v_lr, cfg.edit.clamp_norm_factor, cfg.edit.l2, cfg.edit.v_steps) == (0.1, 0.75, 10.0, 25)
     assert cfg.edit == EditConfig() and cfg.preserve_token_keys and cfg.shared_value == "request"
+    assert cfg.value_target == "token"
     over = UniEraseConfig(edit={"l2": 5.0})
     assert over.edit.l2 == 5.0 and over.edit.v_lr == 0.1
 
@@ -232,8 +250,6 @@ UNSEEN = ["Bram Olvey", "Cora Middage", "Dov Hartune", "Elsa Frintow", "Faro Gle
 
 
 def _refusal_records() -> list[QA]:
-    from obliviate.data.refusals import REFUSALS
-
     out = []
     for k, name in enumerate(UNSEEN):
         qs = [f"Where was {name} born?", f"What does {name} do for a living?", f"What pet does {name} keep?"]

@@ -80,6 +80,13 @@ class UniEraseConfig(Config):
       untrained [UNL]: [UNL] became the greedy first answer token of 0.80 of the forget questions after the
       per-request edit and of all of them after the per-subject one, no retain question's in either, and the
       retain answers' NLL went 0.040 → 0.055 against → 0.041.
+    - `value_target`: what the residual δ must make each forget prompt emit. "token" [paper]: [UNL] alone; the
+      refusal after it is left to Stage I. "token_refusal" [ours]: [UNL] ⊕ the subject's refusal ⊕ [UNL] ⊕ EOS
+      (Stage I's sequence, the first refusal phrasing for every question of a subject so that they can share a
+      value), teacher-forced with δ in place. With subject-token keys δ sits at the name and every later position
+      reads it, also those after [UNL], which Stage I trained without it: on the SmolLM2 tofu-mini target (one
+      residual per person, ‖δ‖ ≤ 4‖h‖) one person's edited answers were refusals or hedges and the other's were
+      empty strings or debris ("," "#"), since nothing asked δ to leave the continuation working.
     - `mode`: "batch" (all forget questions in one edit), "sequential" (`n_requests` equal requests one after
       another, the model saved after each when `save_each`), "precise" (the single forget item `precise_item`,
       an index or an id).
@@ -106,6 +113,7 @@ class UniEraseConfig(Config):
     key_position: Literal["auto", "subject_last", "prompt_last"] = "subject_last"
     context_prefixes: list[str] = list(CONTEXT_PREFIXES)
     shared_value: Literal["request", "subject"] = "request"
+    value_target: Literal["token", "token_refusal"] = "token"
     mode: Literal["batch", "sequential", "precise"] = "batch"
     n_requests: int = Field(10, ge=1)
     precise_item: int | str = 0
@@ -292,10 +300,11 @@ def resolve_subjects(records: list[QA], how: str) -> list[str]:
 
 
 def build_request(fmt: Formatter, record: QA, subject: str, tid: int, prefixes: list[str], kl_template: str,
-                  key_position: str) -> EditRequest:
-    """prompt = the templated question (once per context prefix), target = [UNL]; the key is read at the
-    subject's last token (`subject_last`; the prompt's last token when the subject is not in the question) or at
-    the prompt's last token (`prompt_last`, MEMIT's "last" fact-token strategy)."""
+                  key_position: str, value_target: str = "token") -> EditRequest:
+    """prompt = the templated question (once per context prefix), target = [UNL] (`value_target` "token") or
+    [UNL] ⊕ the subject's first refusal ⊕ [UNL] ⊕ EOS ("token_refusal"); the key is read at the subject's last
+    token (`subject_last`; the prompt's last token when the subject is not in the question) or at the prompt's
+    last token (`prompt_last`, MEMIT's "last" fact-token strategy)."""
     at_subject = key_position == "subject_last" and subject in record.question
     if key_position == "subject_last" and not at_subject:
         log.debug("subject %r not in question %s; keying on the prompt's last token", subject, record.id)
@@ -314,7 +323,10 @@ def build_request(fmt: Formatter, record: QA, subject: str, tid: int, prefixes: 
     # synthetic target that doubled ‖δ‖ and the answers of retain questions that changed (80% vs 43%), so the
     # term is left out there [ours].
     kl = locate(fmt.tok, kl_template.format(subject), subject) if at_subject else None
-    return EditRequest(tuple(prompts), (tid,), kl)
+    target = [tid]
+    if value_target == "token_refusal":  # the same phrasing for every question of the subject: one shared value
+        target += fmt.answer_ids(idk_answer(record.with_(subject=subject), 0), eos=False) + [tid, fmt.eos_id]
+    return EditRequest(tuple(prompts), tuple(target), kl)
 
 
 def value_groups(subjects: list[str], shared_value: str) -> list[list[int]] | None:
@@ -401,8 +413,8 @@ class UniErase(ProceduralMethod):
             stats = {l: stats[l] + unl[l] for l in layers}
         editor = Editor(model, layers, stats, cfg.edit, tok.pad_token_id)
         subjects = resolve_subjects(forget, cfg.subject)
-        requests = [build_request(fmt, r, s, tid, cfg.context_prefixes, cfg.edit.kl_prompt, key_position)
-                    for r, s in zip(forget, subjects, strict=True)]
+        requests = [build_request(fmt, r, s, tid, cfg.context_prefixes, cfg.edit.kl_prompt, key_position,
+                                  cfg.value_target) for r, s in zip(forget, subjects, strict=True)]
         chunks = self._chunks(len(requests))
         curve: list[dict[str, Any]] = []
         edit_log: list[dict[str, Any]] = []
@@ -435,7 +447,7 @@ class UniErase(ProceduralMethod):
             "edited_params": n_edit, "token_params": n_token, "total_params": n_total,
             "edited_fraction": n_edit / n_total, "modified_fraction": (n_edit + n_token) / n_total,
             "mode": cfg.mode, "n_requests": len(chunks), "wall_time_s": {k: round(v, 2) for k, v in times.items()},
-            "shared_value": cfg.shared_value, "forget_first_token_unl": first_unl,
+            "shared_value": cfg.shared_value, "value_target": cfg.value_target, "forget_first_token_unl": first_unl,
             "stage1": token_log, "edits": edit_log,
         }
         log.info("unierase: edited %d down-projection weights in layers %s = %.2f%% of %d parameters (%.2f%% with "
