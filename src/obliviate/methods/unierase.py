@@ -86,7 +86,10 @@ class UniEraseConfig(Config):
       value), teacher-forced with δ in place. With subject-token keys δ sits at the name and every later position
       reads it, also those after [UNL], which Stage I trained without it: on the SmolLM2 tofu-mini target (one
       residual per person, ‖δ‖ ≤ 4‖h‖) one person's edited answers were refusals or hedges and the other's were
-      empty strings or debris ("," "#"), since nothing asked δ to leave the continuation working.
+      empty strings or debris ("," "#"), since nothing asked δ to leave the continuation working. With this
+      target the answers stayed text ([UNL] first for 0.975), but as hedges more than refusals (0.250 against
+      0.225), the value was not reached in 25 steps (0.68–0.81 nats per token) and MU fell 0.252 → 0.195 (world
+      facts 0.296 → 0.247), so the SMOLLM2 preset keeps "token".
     - `mode`: "batch" (all forget questions in one edit), "sequential" (`n_requests` equal requests one after
       another, the model saved after each when `save_each`), "precise" (the single forget item `precise_item`,
       an index or an id).
