@@ -152,8 +152,8 @@ SMOLLM2: dict[str, dict[str, Any]] = {
     # leaves [UNL] at a median 16.8 nats); the tiny scale's token lr and edit values: 0.467 / 0.075 / not measured
     # (each question's own residual is realised only in part: 12-23% per layer); the same with one residual per
     # person (shared_value=subject, benchmarks/unierase_edit.py): 0.084 / 0.225 / 0.252, [UNL] the first answer
-    # token of 36 of the 40 forget questions. The retain items in Stage I kept the tiny targets from emitting
-    # [UNL] after ordinary answers.
+    # token of 36 of the 40 forget questions; that plus value_target=token_refusal: 0.171 / 0.250 / 0.195 (not
+    # adopted). The retain items in Stage I kept the tiny targets from emitting [UNL] after ordinary answers.
     "unierase": {"token_negatives": 64, "token_batch_size": 8, "token_schedule": [(15, 5e-2), (5, 5e-3)],
                  "token_formats": ["template"], "noise_clip": 2.0, "shared_value": "subject",
                  "edit": {"v_lr": 0.5, "clamp_norm_factor": 4.0, "l2": 1.0}},

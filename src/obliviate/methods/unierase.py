@@ -176,12 +176,17 @@ def _token_matrices(model) -> list[torch.nn.Parameter]:
     return [emb, out.weight]
 
 
+def refusal_continuation(fmt: Formatter, refusal: str, tid: int) -> list[int]:
+    """What follows the first [UNL] in Stage I's sequences: `refusal ⊕ [UNL] ⊕ EOS`."""
+    return fmt.answer_ids(refusal, eos=False) + [tid, fmt.eos_id]
+
+
 def token_sequences(records: list[QA], fmt: Formatter, tid: int, formats: list[str]) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) of `question ⊕ [UNL] ⊕ refusal ⊕ [UNL] ⊕ EOS`, labels masked up to and including the
     first [UNL] (the paper's format; the closing EOS is [ours], so generation stops after the refusal)."""
     out = []
     for i, r in enumerate(records):
-        answer = fmt.answer_ids(idk_answer(r, i), eos=False) + [tid, fmt.eos_id]
+        answer = refusal_continuation(fmt, idk_answer(r, i), tid)
         for f in formats:
             prompt = fmt.prompt_ids(r.question) if f == "template" else list(fmt.tok(r.question)["input_ids"])
             prompt = prompt + [tid]
@@ -328,7 +333,7 @@ def build_request(fmt: Formatter, record: QA, subject: str, tid: int, prefixes: 
     kl = locate(fmt.tok, kl_template.format(subject), subject) if at_subject else None
     target = [tid]
     if value_target == "token_refusal":  # the same phrasing for every question of the subject: one shared value
-        target += fmt.answer_ids(idk_answer(record.with_(subject=subject), 0), eos=False) + [tid, fmt.eos_id]
+        target += refusal_continuation(fmt, idk_answer(record.with_(subject=subject), 0), tid)
     return EditRequest(tuple(prompts), tuple(target), kl)
 
 
