@@ -17,11 +17,13 @@ Layout of OUT:
     report.html                objective vs trial, the FQ–MU cloud with the feasible region shaded, parameter
                                importances, the trials table
 
-Sampling: TPE (seeded; the seed of each worker is recorded), with Optuna's constraints (`constraints_func`) so that
-it learns the feasible region; the first trial is the starting config (the scale preset, or the defaults) when it
-lies in the space, so the best is never worse than where the search started. Pruning: a median pruner on a
-per-epoch stand-in for the objective (runs/objective.py, `progress_signal`), after `PRUNE_AFTER` epochs and
-`PRUNE_STARTUP` finished trials; a pruned trial's partial output is removed.
+Sampling: TPE (seeded; the seed of each worker is recorded), with Optuna's constraints (each trial's violations,
+`Trial.set_constraint`) so that it learns the feasible region; the first trial is the starting config (the scale
+preset, or the defaults) when it lies in the space, so the best is never worse than where the search started.
+Pruning: a median rule on a per-epoch stand-in for the objective (runs/objective.py, `progress_signal`), measured
+against the finished trials that met the constraints (runs/pruning.py: against all of them, over-forgetting trials
+set the median and every moderate trial was pruned), after `PRUNE_AFTER` epochs and `PRUNE_STARTUP` such trials;
+a pruned trial's partial output is removed.
 
 Interruptions: Ctrl-C marks the running trial failed (Optuna) and keeps its checkpoint; kill -9 leaves it RUNNING.
 Either way the next run of the same command (same OUT) fails this worker's stale trials, re-runs them from their
@@ -72,7 +74,7 @@ SAMPLERS.add("random", "uniform random sampling (a baseline)")
 SAMPLERS.add("grid", "every combination of the space's choices once (every searched key a {choice: [...]}; "
                      "trials beyond the grid's size are not run)")
 PRUNE_AFTER = 3  # epochs a trial always runs before it can be pruned
-PRUNE_STARTUP = 5  # finished trials before anything is pruned
+PRUNE_STARTUP = 3  # finished trials that met the constraints before anything is pruned
 HEARTBEAT_S, GRACE_S = 60, 300  # a RUNNING trial without a heartbeat for GRACE_S seconds is failed (worker died)
 WAIT_POLL_S = 5.0
 IMPORTANCE_MIN = 5  # complete trials before parameter importances are computed (fewer: noise)
@@ -254,6 +256,8 @@ def _sweep(p: _Plan, out_p: Path, name: str, opened, trials: int, seed: int, sam
            say: Callable[[str], None]) -> SweepResult:
     import optuna
 
+    from obliviate.runs.pruning import FeasibleMedianPruner
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep says what happens, one line per trial
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage, shown = opened
@@ -272,7 +276,7 @@ def _sweep(p: _Plan, out_p: Path, name: str, opened, trials: int, seed: int, sam
     worker_seed = seed if created else int(stable_hash([seed, worker, len(study.trials)])[:8], 16)
     study.sampler = _sampler(sampler_name, worker_seed, p.space)
     study.pruner = pruner if pruner is not None else (
-        optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=PRUNE_AFTER) if prune
+        FeasibleMedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=PRUNE_AFTER) if prune
         else optuna.pruners.NopPruner())
     if created and sampler_name != "grid":  # (a grid runs its own points only)
         first = start_params(p.space, p.info.make_config(p.start))
