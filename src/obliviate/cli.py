@@ -602,7 +602,9 @@ def sweep(method: Annotated[str, typer.Option(help="method name (obliviate ls me
           seed: Annotated[int, typer.Option(help="the sampler's seed (recorded)")] = 0,
           sampler: Annotated[str, typer.Option(help="tpe | random | grid (every combination of the space "
                                                     "file's choices once)")] = "tpe",
-          prune: Annotated[bool, typer.Option(help="stop hopeless trials after their first epochs")] = True,
+          prune: Annotated[bool, typer.Option(help="after their first epochs, stop trials doing worse than "
+                                                   "the median of the finished trials that met the "
+                                                   "constraints")] = True,
           export_preset: Annotated[Path | None, typer.Option(help="add the best config to this preset file (YAML) "
                                                                  "for bench --presets")] = None,
           data: DataDir = None,
