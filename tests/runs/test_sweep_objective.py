@@ -94,3 +94,20 @@ def test_progress_signal_follows_the_objective():
     assert progress_signal(parse_objective("min privleak")) is None  # closer to 0 is better: no direction
     assert progress_signal(parse_objective("min forget_quality")) is None  # pushes against forgetting: no stand-in
     assert fq({}) is None
+
+
+def test_the_best_trial_breaks_ties_by_the_room_left_on_the_constraint():
+    from obliviate.runs.sweep import best_of
+
+    obj = parse_objective("max forget_quality s.t. model_utility >= 0.95*target")
+    c = "model_utility >= 0.95*target"
+
+    def rec(n, value, violation, feasible=True, state="complete"):
+        return {"number": n, "state": state, "value": value, "feasible": feasible, "constraints": {c: violation}}
+
+    recs = [rec(0, 1.9e-4, -0.012), rec(1, 1.9e-4, -0.027), rec(2, 0.5, 0.1, feasible=False),
+            rec(3, 1.9e-4, -0.027), rec(4, 0.9, -0.3, state="pruned")]
+    assert best_of(recs, obj)["number"] == 1  # same FQ as trial 0, more room; trial 3 ties it and comes later
+    recs.append(rec(5, 3.0e-3, -0.001))
+    assert best_of(recs, obj)["number"] == 5  # the objective first
+    assert best_of([rec(0, 0.5, 0.1, feasible=False)], obj) is None

@@ -615,13 +615,21 @@ def _write_trials(out_p: Path, study, p: _Plan, thresholds: Sequence[float]) -> 
 
 
 def best_of(recs: Sequence[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
-    """The best feasible complete trial (ties: the earlier trial)."""
+    """The best feasible complete trial. Ties, common because forget quality is a KS p-value over a few dozen items
+    and takes few distinct values: the trial with the most room on its tightest constraint (the higher model
+    utility under "s.t. model_utility >= ..."), then the earlier trial."""
     best = None
     for r in recs:
         if r["state"] == "complete" and r["feasible"] and r["value"] is not None:
-            if best is None or objective.better(r["value"], best["value"]):
+            if (best is None or objective.better(r["value"], best["value"])
+                    or (r["value"] == best["value"] and _tightest(r) < _tightest(best))):
                 best = r
     return best
+
+
+def _tightest(r: dict[str, Any]) -> float:
+    """A trial's largest constraint violation (≤ 0 when feasible: minus the room left on its tightest constraint)."""
+    return max((r.get("constraints") or {}).values(), default=0.0)
 
 
 def closest_of(recs: Sequence[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
