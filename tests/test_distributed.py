@@ -231,9 +231,12 @@ def test_fsdp_equals_one_process_and_writes_its_accelerate_config(tiny_models):
 @pytest.mark.slow
 def test_fsdp_lora_with_activation_checkpointing_equals_one_process(tiny_models):
     """LoRA adapters under FSDP with activation checkpointing train (peft's input-grad pitfall handled) to the
-    1-process weights within 1e-5, merged into one ordinary model."""
+    1-process weights within 1e-5, merged into one ordinary model. At the main test's lr (1e-3) the weights move by
+    ~1e-2 and the two runs agree to ~3e-8; at lr 1e-2 (moved by 0.11) they were measured 1.5e-5 apart, the two
+    reduction orders' fp32 rounding grown by AdamW's steps (their losses agree to 9e-7 relative), so that lr tests
+    the rounding, not the sharding."""
     tmp = tiny_models
-    args = ["unlearn", "--model", str(tmp / "models" / "target"), *NPO, "epochs=2", "lora.r=4", "lr=1e-2"]
+    args = ["unlearn", "--model", str(tmp / "models" / "target"), *NPO, "epochs=2", "lora.r=4"]
     _run([*args, "--out", str(tmp / "l1")], tmp, procs=1)
     _run([*args, "gradient_checkpointing=true", "--fsdp", "--out", str(tmp / "l2")], tmp, procs=2)
     assert _weights_diff(tmp / "models" / "target", tmp / "l2") > 1e-3
