@@ -6,9 +6,10 @@ at the same step. Under a constrained objective that median is the wrong yardsti
 stand-in's cap (the retain model's forget–retain NLL gap, `objective.progress_signal`) by their second or third
 epoch, finish, and fail the utility constraint; they set the median, and every moderate trial, the only kind
 that ends feasible, is pruned at its third epoch (23 of 40 pruned: the slow ones at lr < 5e-5, and with them all 9
-trials at lr 5.7e-5 to 1.4e-4, around the two feasible ones at 5.8e-5 and 7.5e-5). The median here is taken over the finished trials that met every constraint, so a trial is
-stopped only when it is forgetting more slowly than the trials that are candidates for the best; until
-`n_startup_trials` such trials exist, nothing is pruned. Without constraints it is Optuna's median rule."""
+trials at lr 5.7e-5 to 1.4e-4, around the two feasible ones at 5.8e-5 and 7.5e-5). The median here is taken
+over the finished trials that met every constraint, so a trial is stopped only when it is forgetting more slowly
+than the trials that are candidates for the best; until `n_startup_trials` such trials exist, nothing is pruned.
+Without constraints it is Optuna's median rule."""
 
 from __future__ import annotations
 
