@@ -28,7 +28,7 @@ def _running(study: optuna.Study, values: dict[int, float]):
     trial = study.ask(DIST)
     for step, v in values.items():
         trial.report(v, step)
-    return study._storage.get_trial(trial._trial_id)
+    return study.trials[trial.number]  # a frozen copy, as Optuna hands it to the pruner
 
 
 def test_a_moderate_trial_is_judged_against_the_feasible_trials_not_the_over_forgetters():
