@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from obliviate.data.general import GENERAL_QUESTIONS
+from obliviate.data.general import GENERAL_FACTS, GENERAL_QUESTIONS, states
 from obliviate.data.records import load_split
 from obliviate.eval.metrics import rouge_l_f1
 
@@ -17,18 +17,33 @@ def general_sets(tofu_dir):
 
 
 def test_questions_are_distinct_questions():
-    assert len(GENERAL_QUESTIONS) == len({q.lower() for q in GENERAL_QUESTIONS}) >= 60
-    assert all(q.endswith("?") for q in GENERAL_QUESTIONS)
+    assert len(GENERAL_QUESTIONS) == len({q.lower() for q in GENERAL_QUESTIONS}) == 79  # the measured `general` list
+    assert list(GENERAL_FACTS)[:79] == list(GENERAL_QUESTIONS)
+    assert len(GENERAL_FACTS) == len({q.lower() for q in GENERAL_FACTS}) >= 250
+    assert all(q.endswith("?") and refs and all(refs) for q, refs in GENERAL_FACTS.items())
 
 
 def test_no_question_restates_a_tofu_general_question(general_sets):
-    worst = max(((rouge_l_f1(q, r.question), q, r.question) for q in GENERAL_QUESTIONS for r in general_sets))
+    worst = max(((rouge_l_f1(q, r.question), q, r.question) for q in GENERAL_FACTS for r in general_sets))
     assert worst[0] < 0.7, worst  # rehearsal's own guard (RehearsalSpec.guard) drops a question at 0.7
 
 
 def test_no_question_names_what_a_tofu_general_question_asks_or_answers(general_sets):
-    """No TOFU answer (an author, a place, a year) and no quoted title of a TOFU question appears in ours."""
+    """No TOFU answer (an author, a place, a year) and no quoted title of a TOFU question appears in our questions or
+    their reference answers (rehearsal keeps the base's answers that state those)."""
     names = {r.answer.strip().lower() for r in general_sets} - {""}
     names |= {t.lower() for r in general_sets for t in re.findall(r"'([A-Z][^']{3,})'", r.question)}
-    hits = [(q, n) for q in GENERAL_QUESTIONS for n in names if re.search(rf"\b{re.escape(n)}\b", q.lower())]
+    texts = [q for q in GENERAL_FACTS] + [r for refs in GENERAL_FACTS.values() for r in refs]
+    hits = [(t, n) for t in texts for n in names if re.search(rf"\b{re.escape(n)}\b", t.lower())]
     assert not hits
+
+
+@pytest.mark.parametrize(("answer", "refs", "expected"), [
+    ("The Tin Drum was written by Günter Grass.", ("Gunter Grass",), True),  # accents aside
+    ("It is by H.G. Wells.", ("H. G. Wells",), True),  # punctuation and spacing aside
+    ("Wellsley wrote it.", ("Wells",), False),  # whole words only
+    ("The capital is Nairobi", ("Nairobi",), True),
+    ("I don't know.", ("Nairobi",), False),
+])
+def test_states_matches_whole_names(answer, refs, expected):
+    assert states(answer, refs) is expected

@@ -90,8 +90,29 @@ def test_general_source_and_a_missing_file():
 
     assert R.RehearsalSpec(source="general").given_questions() == list(GENERAL_QUESTIONS)
     assert R.RehearsalSpec().given_questions() is None
-    with pytest.raises(ValueError, match="neither 'self', 'general' nor an existing file"):
+    with pytest.raises(ValueError, match="neither 'self', 'general', 'known' nor an existing file"):
         R.RehearsalSpec(source="no/such/questions.txt")
+
+
+def test_known_source_keeps_only_the_answers_that_state_the_reference(monkeypatch):
+    """`source=known`: every listed question is asked (none cut to `n` before answering), and the first `n` answers
+    that state the question's reference answer are kept; a wrong or empty answer is dropped."""
+    facts = {"Who wrote 'Dracula'?": ("Bram Stoker", "Stoker"), "What is the capital of Kenya?": ("Nairobi",),
+             "Who painted 'Guernica'?": ("Pablo Picasso", "Picasso"), "Who wrote 'Heidi'?": ("Johanna Spyri",)}
+    monkeypatch.setattr(R, "GENERAL_FACTS", facts)
+    answers = ["'Dracula' is by Bram Stoker. He was Irish.", "The capital of Kenya is Mombasa.",
+               "Guernica was painted by Picasso in 1937.", "Heidi was written by Johanna Spyri."]
+    tok = _Tok(answers)
+    monkeypatch.setattr(R, "Formatter", lambda tok, kind: type("F", (), {"eos_id": 1, "prompt_ids": lambda s, q: [0]})())
+    seen = []
+    monkeypatch.setattr(R, "generate_pass", lambda model, prompts, *a, **k: seen.append(len(prompts)) or
+                        [[i] for i in range(len(prompts))])
+    pairs = R.synthesize(None, tok, R.RehearsalSpec(source="known", n=2, answer_sentences=1), avoid=[])
+    assert seen == [4]  # all asked, although n=2
+    assert [(p.question, p.answer) for p in pairs] == [("Who wrote 'Dracula'?", "'Dracula' is by Bram Stoker."),
+                                                       ("Who painted 'Guernica'?",
+                                                        "Guernica was painted by Picasso in 1937.")]
+    assert R.RehearsalSpec(source="known").given_questions() == list(facts)
 
 
 def test_rehearsal_needs_a_pretrained_base():

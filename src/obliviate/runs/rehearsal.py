@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, field_validator
 
 from obliviate.config import Config
-from obliviate.data.general import GENERAL_QUESTIONS
+from obliviate.data.general import GENERAL_FACTS, GENERAL_QUESTIONS, states
 from obliviate.data.records import QA, load_file, write_records
 from obliviate.data.templates import Formatter
 from obliviate.errors import ConfigError, DataError
@@ -47,8 +47,10 @@ class RehearsalSpec(Config):
     greedily by the base and trained beside the scenario's question/answer data."""
 
     source: str = Field("self", description="self (the base writes the questions from `instruction`) | general "
-                                            "(obliviate's list, disjoint from TOFU's general sets) | a .txt file "
-                                            "with one question per line")
+                                            "(obliviate's list, disjoint from TOFU's general sets) | known (a "
+                                            "longer list with reference answers: only the questions the base "
+                                            "answers right are kept, facts it already knows) | a .txt file with "
+                                            "one question per line")
     n: int = Field(100, ge=1, description="most rehearsal pairs trained beside the scenario's question/answer data")
     instruction: str = Field("Ask me one short general-knowledge question. Write only the question.",
                              description="what the base is asked, to write each question")
@@ -72,9 +74,9 @@ class RehearsalSpec(Config):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v not in ("self", "general") and not Path(v).is_file():
-            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general' nor an existing file of questions "
-                             "(one per line)")
+        if v not in ("self", "general", "known") and not Path(v).is_file():
+            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general', 'known' nor an existing file of "
+                             "questions (one per line)")
         return v
 
     def given_questions(self) -> list[str] | None:
@@ -83,6 +85,8 @@ class RehearsalSpec(Config):
             return None
         if self.source == "general":
             return list(GENERAL_QUESTIONS)
+        if self.source == "known":
+            return list(GENERAL_FACTS)
         return [line.strip() for line in Path(self.source).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -166,16 +170,20 @@ def general_retain_file(out: Path, scen, base: str, say: Callable[[str], None]) 
 def synthesize(model, tokenizer, spec: RehearsalSpec, avoid: Sequence[str], *, rounds: int = 4) -> list[QA]:
     """Up to `spec.n` (question, answer) pairs answered by `model` itself (see the module docstring): the questions
     given (`spec.source`) or sampled from `spec.instruction`, distinct and none close to a question in `avoid`;
-    the answers greedy."""
+    the answers greedy. With `source=known` every listed question is asked and the first `spec.n` answers that
+    state the question's reference answer are kept (data/general.states): facts the base already knows."""
     fmt = Formatter(tokenizer, "auto")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fmt.eos_id
     avoid_l = list(dict.fromkeys(avoid))
     given = spec.given_questions()
+    known = spec.source == "known"
     questions = (_sampled_questions(model, tokenizer, fmt, pad, spec, avoid_l, rounds) if given is None else
-                 [q for q in dict.fromkeys(given) if _clear_of(q, avoid_l, spec.guard)][:spec.n])
+                 [q for q in dict.fromkeys(given) if _clear_of(q, avoid_l, spec.guard)][:None if known else spec.n])
     answers = generate_pass(model, [fmt.prompt_ids(q) for q in questions], pad, fmt.eos_id, spec.answer_tokens)
     pairs = [(q, whole_sentences(tokenizer.decode(a, skip_special_tokens=True), spec.answer_sentences))
              for q, a in zip(questions, answers, strict=True)]
+    if known:
+        pairs = [(q, a) for q, a in pairs if states(a, GENERAL_FACTS[q])][:spec.n]
     return [QA(f"rehearsal-{i}", q, a) for i, (q, a) in enumerate(p for p in pairs if p[1])]
 
 
