@@ -90,7 +90,7 @@ def test_general_source_and_a_missing_file():
 
     assert R.RehearsalSpec(source="general").given_questions() == list(GENERAL_QUESTIONS)
     assert R.RehearsalSpec().given_questions() is None
-    with pytest.raises(ValueError, match="neither 'self', 'general', 'known' nor an existing file"):
+    with pytest.raises(ValueError, match="neither 'self', 'general', 'facts', 'known' nor an existing"):
         R.RehearsalSpec(source="no/such/questions.txt")
 
 
@@ -113,6 +113,8 @@ def test_known_source_keeps_only_the_answers_that_state_the_reference(monkeypatc
                                                        ("Who painted 'Guernica'?",
                                                         "Guernica was painted by Picasso in 1937.")]
     assert R.RehearsalSpec(source="known").given_questions() == list(facts)
+    pairs = R.synthesize(None, tok, R.RehearsalSpec(source="facts", n=3), avoid=[])  # the same list, unfiltered
+    assert [p.question for p in pairs] == list(facts)[:3]
 
 
 def test_rehearsal_needs_a_pretrained_base():

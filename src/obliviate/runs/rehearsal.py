@@ -47,10 +47,10 @@ class RehearsalSpec(Config):
     greedily by the base and trained beside the scenario's question/answer data."""
 
     source: str = Field("self", description="self (the base writes the questions from `instruction`) | general "
-                                            "(obliviate's list, disjoint from TOFU's general sets) | known (a "
-                                            "longer list with reference answers: only the questions the base "
-                                            "answers right are kept, facts it already knows) | a .txt file with "
-                                            "one question per line")
+                                            "(obliviate's list, disjoint from TOFU's general sets) | facts (a "
+                                            "longer list of the same kind, 281 questions) | known (the questions of "
+                                            "`facts` the base answers right, by their reference answers: facts it "
+                                            "already knows) | a .txt file with one question per line")
     n: int = Field(100, ge=1, description="most rehearsal pairs trained beside the scenario's question/answer data")
     instruction: str = Field("Ask me one short general-knowledge question. Write only the question.",
                              description="what the base is asked, to write each question")
@@ -74,9 +74,9 @@ class RehearsalSpec(Config):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v not in ("self", "general", "known") and not Path(v).is_file():
-            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general', 'known' nor an existing file of "
-                             "questions (one per line)")
+        if v not in ("self", "general", "facts", "known") and not Path(v).is_file():
+            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general', 'facts', 'known' nor an existing "
+                             "file of questions (one per line)")
         return v
 
     def given_questions(self) -> list[str] | None:
@@ -85,7 +85,7 @@ class RehearsalSpec(Config):
             return None
         if self.source == "general":
             return list(GENERAL_QUESTIONS)
-        if self.source == "known":
+        if self.source in ("facts", "known"):
             return list(GENERAL_FACTS)
         return [line.strip() for line in Path(self.source).read_text(encoding="utf-8").splitlines() if line.strip()]
 
