@@ -11,13 +11,14 @@ holds the scenario's evaluation questions (a question whose ROUGE-L F1 with any 
 dropped), and the target and the retain model train on the same set, so forget quality compares like with like.
 The set is saved with the build (rehearsal.jsonl).
 
-Measured on SmolLM2-135M-Instruct / tofu-mini (README "The real instrument"), neither source restores the real
-authors: the base's own questions are mostly chatter (60 pairs: 0.052 → 0.086, world facts 0.390 → 0.285); the
-general list's answers are right for about two fifths of it, and the fitted wrong ones become answers to real-author
-questions (80 pairs, first sentences: 0.032). `loss=kl` is the soft alternative: the pairs do not join the
-training data; the model is held to the base's full next-token distributions over their answers (KL(p_base ‖ p),
-methods.common.FinetuneAnchored), which keeps how the base answers such questions without fitting any name it
-produced. Opt-in until a source or regulariser that works is found."""
+Measured on SmolLM2-135M-Instruct / tofu-mini (README "The real instrument"), no source restores the real authors:
+the base's own questions are mostly chatter (60 pairs: 0.052 → 0.086, world facts 0.390 → 0.285); the general
+list's answers are right for about two fifths of it, and the fitted wrong ones become answers to real-author
+questions (80 pairs, first sentences: 0.032); keeping only the answers the base gets right (`source=known`, 76 of
+281) does no better (0.029): the few dozen rehearsed names become the answers. `loss=kl` is the soft alternative:
+the pairs do not join the training data; the model is held to the base's full next-token distributions over their
+answers (KL(p_base ‖ p), methods.common.FinetuneAnchored), which keeps how the base answers such questions without
+fitting any name it produced. Opt-in until a source or regulariser that works is found."""
 
 from __future__ import annotations
 
