@@ -18,7 +18,8 @@ questions (80 pairs, first sentences: 0.032); keeping only the answers the base 
 281) does no better (0.029): the few dozen rehearsed names become the answers. `loss=kl` is the soft alternative:
 the pairs do not join the training data; the model is held to the base's full next-token distributions over their
 answers (KL(p_base ‖ p), methods.common.FinetuneAnchored), which keeps how the base answers such questions without
-fitting any name it produced. Opt-in until a source or regulariser that works is found."""
+fitting any name it produced; its reach grows with the questions it covers (real_authors 0.162 with the 79 of
+`general`, 0.227 with the 281 of `facts`; the base 0.343). Opt-in until a source or regulariser meets the checks."""
 
 from __future__ import annotations
 
