@@ -33,7 +33,7 @@ def test_no_question_names_what_a_tofu_general_question_asks_or_answers(general_
     their reference answers (rehearsal keeps the base's answers that state those)."""
     names = {r.answer.strip().lower() for r in general_sets} - {""}
     names |= {t.lower() for r in general_sets for t in re.findall(r"'([A-Z][^']{3,})'", r.question)}
-    texts = [q for q in GENERAL_FACTS] + [r for refs in GENERAL_FACTS.values() for r in refs]
+    texts = [*GENERAL_FACTS, *(r for refs in GENERAL_FACTS.values() for r in refs)]
     hits = [(t, n) for t in texts for n in names if re.search(rf"\b{re.escape(n)}\b", t.lower())]
     assert not hits
 

@@ -334,4 +334,4 @@ def _norm(text: str) -> str:
 def states(answer: str, references: tuple[str, ...]) -> bool:
     """Whether `answer` names one of `references` (as whole words, case, accents and punctuation aside)."""
     text = f" {_norm(answer)} "
-    return any(f" {_norm(r)} " in text for r in references if _norm(r))
+    return any(f" {r} " in text for r in map(_norm, references) if r)
