@@ -6,6 +6,7 @@ starts the group on first use (gloo on CPU, nccl on GPU); in a plain single proc
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from typing import Any
@@ -17,7 +18,25 @@ def _state():
 
     # cpu=True where there is no GPU, as the engine's Accelerator asks: accelerate only starts a multi-process
     # CPU (gloo) group when told cpu=True, and the first call fixes the process-wide state for both.
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    global _teardown_registered
+    if state.num_processes > 1 and not _teardown_registered:
+        # the group is closed before the interpreter unwinds: left to C++ destructors at exit, gloo's worker
+        # threads can be destroyed while joinable and abort the rank ("terminate called without an active
+        # exception"), failing a run that had finished and written its output
+        atexit.register(_close_group)
+        _teardown_registered = True
+    return state
+
+
+_teardown_registered = False
+
+
+def _close_group() -> None:
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def world_size() -> int:
@@ -133,6 +152,7 @@ def accelerator():
         PartialState._shared_state["distributed_type"] = kind
         acc.state.fsdp_plugin = plugin
 
+    _state()  # the process group, with its teardown at exit, before the Accelerator that shares it
     acc = Accelerator(cpu=not torch.cuda.is_available())
     if _cpu_fsdp and not fsdp_requested():  # accelerate's state outlives a run: an earlier run's FSDP is undone
         switch(DistributedType.MULTI_CPU, None)
