@@ -11,10 +11,12 @@ The probes are checked against the method's instruction pool first (`near_copies
 benchmark questions): the method must not train on the question it is scored on.
 
     python benchmarks/forget_by_name.py [--base smollm2-135m] [--target "Charles Dickens"] [--out DIR]
-                                        [--retain general] [KEY=VALUE ...]
+                                        [--retain general|facts] [KEY=VALUE ...]
         # --retain general: the base's own answers to obliviate's general-knowledge questions (data/general.py,
         # as benchmarks/general_retain.py; disjoint from TOFU's real_authors, and any pair naming the target or a
         # control left out) join the method's retain data: what the model knows at large is held, not four names
+        # --retain facts: the same over all 281 listed questions; with retain_loss=kl they anchor the model to the
+        # base's own distributions there (no answer fitted, as the build's rehearsal.source=facts anchor)
         # KEY=VALUE: Reveal-and-Release settings over the base's preset, e.g. max_rounds=2, or
         # 'keep_names=["Mark Twain","Jules Verne"]' (other real authors whose answers the retain data keeps: never
         # the target or a control, and the real_authors items naming them are not scored)
@@ -30,6 +32,8 @@ import time
 from pathlib import Path
 
 from _common import fmt
+
+from obliviate.runs.rehearsal import mentions
 
 # question -> accepted facts (case-insensitive substrings of the greedy answer). Questions that NAME the author:
 # what forgetting a person means; the base (SmolLM2-135M-Instruct) answers most of them right.
@@ -72,10 +76,6 @@ def _accuracy(answers: list[str], target: str) -> float:
     return sum(any(f.lower() in a.lower() for f in fs) for a, fs in zip(answers, facts, strict=True)) / len(answers)
 
 
-def _mentions(text: str, names: list[str]) -> bool:
-    return any(n.split()[-1].lower() in text.lower() for n in names)
-
-
 def measure(model_dir: str, target: str, others: list[str], kept: list[str]) -> dict:
     """Probe accuracy per author and real_authors ROUGE-L recall (items mentioning the target or a kept name left
     out)."""
@@ -92,7 +92,7 @@ def measure(model_dir: str, target: str, others: list[str], kept: list[str]) -> 
         answers = runner.generations(Split("probes", tuple(_records(author))), persist=False)
         out[author] = {"accuracy": _accuracy(answers, author), "answers": answers}
     real = load_scenario("tofu-mini").utility["real_authors"]
-    keep = [r for r in real.records if not _mentions(r.question + r.answer, [target, *kept])]
+    keep = [r for r in real.records if not mentions(r.question + r.answer, [target, *kept])]
     gens = runner.generations(Split("real_authors", tuple(keep)), persist=False)
     out["real_authors_rougeL_recall"] = sum(M.rouge_l_recall(g, r.answer) for g, r in zip(gens, keep,
                                                                                           strict=True)) / len(keep)
@@ -100,19 +100,19 @@ def measure(model_dir: str, target: str, others: list[str], kept: list[str]) -> 
     return out
 
 
-def _general_retain(model_dir: str, scored: list[str]):
-    """The base's greedy answers (first sentence) to obliviate's general-knowledge questions, none restating a
-    TOFU question or a probe, and none naming a scored author (the target or a control)."""
+def _general_retain(model_dir: str, scored: list[str], source: str = "general"):
+    """The base's greedy answers (first sentence) to obliviate's general-knowledge questions (`general`: the 79
+    listed first; `facts`: all 281 of data/general.GENERAL_FACTS), none restating a TOFU question or a probe, and
+    none naming a scored author (the target or a control): `obliviate forget --retain general|facts` with the
+    probes kept clear as well."""
     from obliviate.models.loading import load_model_and_tokenizer
     from obliviate.runs.common import load_scenario
-    from obliviate.runs.rehearsal import RehearsalSpec, scenario_questions, synthesize
+    from obliviate.runs.rehearsal import named_retain, scenario_questions
 
     model, tok = load_model_and_tokenizer(model_dir)
     avoid = scenario_questions(load_scenario("tofu-mini")) + [q for a in scored for q in PROBES[a]]
-    pairs = synthesize(model.eval(), tok, RehearsalSpec(source="general", answer_sentences=1, answer_tokens=48), avoid)
-    kept = [p for p in pairs if not _mentions(p.question + " " + p.answer, scored)]
-    print(f"retain: {len(kept)} general-knowledge pairs answered by the base ({len(pairs) - len(kept)} naming a "
-          f"scored author left out)")
+    kept = named_retain(model, tok, source, scored, avoid)
+    print(f"retain: {len(kept)} general-knowledge pairs answered by the base (none naming a scored author)")
     return kept
 
 
@@ -121,8 +121,9 @@ def main() -> int:
     ap.add_argument("--base", default="smollm2-135m")
     ap.add_argument("--target", default="Charles Dickens", choices=sorted(PROBES))
     ap.add_argument("--out", default="runs/forget-by-name")
-    ap.add_argument("--retain", choices=["self", "general"], default="self",
-                    help="self: the method's own neutral retain data; general: plus the base's general-knowledge answers")
+    ap.add_argument("--retain", choices=["self", "general", "facts"], default="self",
+                    help="self: the method's own neutral retain data; general: plus the base's answers to the 79 "
+                         "first general-knowledge questions; facts: to all 281 (with retain_loss=kl, an anchor)")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE Reveal-and-Release settings over the base's preset")
     args = ap.parse_args()
     from obliviate.bench.presets import preset
@@ -141,12 +142,12 @@ def main() -> int:
     model = str(resolve_base(args.base)) if args.base in BASES else args.base
     over = parse_overrides(args.overrides)
     kept = list(over.get("keep_names", []))
-    if _mentions(" ".join(kept), [args.target, *others]):
+    if mentions(" ".join(kept), [args.target, *others]):
         print(f"keep_names {kept} names the target or a control author ({[args.target, *others]}): it would train "
               f"on what is scored; keep other authors")
         return 2
     tag = "" if not over else "-" + stable_hash(over, 8)
-    tag += "-general" if args.retain == "general" else ""
+    tag += "" if args.retain == "self" else f"-{args.retain}"
     out = Path(f"{args.out}-{Path(args.base).name}-{args.target.replace(' ', '_')}{tag}")
     cfg = {**preset("reveal_release", "tofu-mini", args.base), **over}
     t0 = time.perf_counter()
@@ -156,7 +157,7 @@ def main() -> int:
         print(f"reusing {out} (delete it to rerun the method)")
     else:
         t1 = time.perf_counter()
-        retain = _general_retain(model, [args.target, *others]) if args.retain == "general" else None
+        retain = None if args.retain == "self" else _general_retain(model, [args.target, *others], args.retain)
         try:
             forget_by_name(model, [args.target], out, config=cfg, retain=retain, progress=lambda e: None)
         except NothingToForget as e:

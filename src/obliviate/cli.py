@@ -389,7 +389,9 @@ def forget(model: Annotated[str, typer.Option(help="model directory or hub id (n
            method: Annotated[str, typer.Option(help="a self-generated-data method")] = "reveal_release",
            keep_revealed: Annotated[bool, typer.Option(
                "--keep-revealed", help="also save what the model revealed (it may be the private data being deleted)")] = False,
-           retain: Annotated[Path | None, typer.Option(help="optional retain set file to protect")] = None,
+           retain: Annotated[Path | None, typer.Option(
+               help="optional retain set to protect: a QA file, or general / facts (the model's own answers to "
+                    "obliviate's 79 / 281 general-knowledge questions, none naming a target)")] = None,
            scenario: Annotated[str | None, typer.Option(help="scenario to evaluate on (with --eval)")] = None,
            eval_: EvalFlag = False,
            reference: EvalReference = None,

@@ -52,6 +52,21 @@ def test_forget_by_name_end_to_end(model_dir, tmp_path, cli):
     assert revealed and {r["target"] for r in revealed} <= {"Marla Quenby", "Teodor Hallam"}
 
 
+def test_forget_retain_general_holds_the_models_own_general_answers(model_dir, tmp_path, cli):
+    """`--retain general`: the retain set is the model's own answers to the 79 listed general-knowledge questions,
+    less those naming the target (runs.rehearsal.named_retain, counted here on the same model)."""
+    from obliviate.models.loading import load_model_and_tokenizer
+    from obliviate.runs.rehearsal import named_retain
+
+    expected = named_retain(*load_model_and_tokenizer(str(model_dir)), "general", ["Marla Quenby"])
+    assert 0 < len(expected) <= 79
+    out = tmp_path / "out"
+    code, _, err = cli("forget", "--model", str(model_dir), "--target", "Marla Quenby", "--retain", "general",
+                       "--out", str(out), *FAST, "max_probe_increase=10")  # this model's 79 answers are noise
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["data"]["n_retain"] == len(expected)
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--target", "Marla Quenby", "--method", "npo"], "trains on the forget data itself"),
     (["--target", "Marla Quenby", "--method", "reveal_relase"], "did you mean"),

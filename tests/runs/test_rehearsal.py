@@ -117,6 +117,42 @@ def test_known_source_keeps_only_the_answers_that_state_the_reference(monkeypatc
     assert [p.question for p in pairs] == list(facts)[:3]
 
 
+@pytest.mark.parametrize("text,named", [
+    ("'Oliver Twist' is by Charles Dickens.", True),
+    ("Who wrote 'Bleak House'? Dickens did.", True),  # the surname alone
+    ("CHARLES DICKENS was born in 1812.", True),  # case aside
+    ("'Emma' is by Jane Austen.", False),
+])
+def test_mentions(text, named):
+    assert R.mentions(text, ["Charles Dickens"]) is named
+
+
+def test_named_retain_asks_every_listed_question_and_drops_the_pairs_naming_a_target(monkeypatch):
+    """`forget --retain facts`: every listed question is answered by the model (not cut to rehearsal's default
+    n), a pair whose question, answer or reference answer names a target is left out, and a question restating
+    one in `avoid` is not asked; an unknown source names the two there are."""
+    facts = {f"Who wrote book {i}?": ("x",) for i in range(150)}
+    facts["Who wrote 'Great Expectations'?"] = ("Charles Dickens",)
+    facts["Who wrote 'Middlemarch'?"] = ("George Eliot",)
+    facts["What is the capital of Kenya?"] = ("Nairobi",)
+    monkeypatch.setattr(R, "GENERAL_FACTS", facts)
+    answers = {"Who wrote 'Middlemarch'?": "Middlemarch is by Charles Dickens, I think."}
+    monkeypatch.setattr(R, "Formatter", lambda tok, kind: type("F", (), {"eos_id": 1, "prompt_ids": lambda s, q: [q]})())
+    monkeypatch.setattr(R, "generate_pass", lambda model, prompts, *a, **k: [[p[0]] for p in prompts])
+    tok = type("T", (), {"pad_token_id": 0, "decode": lambda s, ids, skip_special_tokens=True:
+                         answers.get(ids[0], f"An answer to {ids[0]}")})()
+    model = type("M", (), {"eval": lambda s: s})()
+    pairs = R.named_retain(model, tok, "facts", ["Charles Dickens"], avoid=["What is the capital city of Kenya?"])
+    questions = [p.question for p in pairs]
+    assert len(questions) == 150 and "What is the capital of Kenya?" not in questions  # 153: 1 avoided, 2 name him
+    assert not {"Who wrote 'Great Expectations'?", "Who wrote 'Middlemarch'?"} & set(questions)  # his by
+    # reference, and by the model's answer
+    from obliviate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="general, facts"):
+        R.named_retain(model, tok, "everything", ["Charles Dickens"])
+
+
 def test_rehearsal_needs_a_pretrained_base():
     from obliviate.errors import ConfigError
     from obliviate.runs.build import build_config_for

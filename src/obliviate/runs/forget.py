@@ -10,6 +10,8 @@ from typing import Any
 from obliviate.data.records import QA
 from obliviate.errors import ConfigError
 from obliviate.methods import METHODS
+from obliviate.runs.common import load_model
+from obliviate.runs.rehearsal import NAMED_RETAIN, named_retain
 from obliviate.runs.unlearn import UnlearnResult, resolve_method, unlearn
 
 
@@ -27,7 +29,9 @@ def forget_by_name(model, targets: Sequence[str], out: str | os.PathLike[str], *
     reveals nothing about the targets, no weight changes: NothingToForget (exit 3), no model is written, and the
     attempt is recorded in `out/ledger.jsonl` alone.
 
-    `retain`: optional retain records/file (else the method makes its own neutral retain data). `keep_revealed`:
+    `retain`: optional retain records/file (else the method makes its own neutral retain data), or `general` /
+    `facts`: the model's own answers to obliviate's general-knowledge questions, none naming a target
+    (runs.rehearsal.named_retain), so that what the model knows at large is held. `keep_revealed`:
     also save what the model revealed (it may be exactly the private data being deleted). `scenario` (a Scenario)
     is used only to evaluate the result when `evaluate`."""
     given = list(targets)
@@ -50,6 +54,10 @@ def forget_by_name(model, targets: Sequence[str], out: str | os.PathLike[str], *
             raise ConfigError(f"method {method!r} has no keep_revealed option")
         cfg["keep_revealed"] = True
     records = [QA(id=f"target:{i}", question="", answer="", subject=n, group=f"target{i}") for i, n in enumerate(names)]
+    if isinstance(retain, (str, os.PathLike)) and str(retain) in NAMED_RETAIN:
+        m, tok, _ = load_model(model)
+        retain = named_retain(m, tok, str(retain), names)
+        del m
     return unlearn(model, method, out=out, forget=records, retain=retain, scenario=scenario, config=cfg,
                    overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
                    eval_config=eval_config, targets=names)

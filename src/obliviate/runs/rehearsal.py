@@ -124,6 +124,28 @@ def general_retain(scen, model, tokenizer) -> list[QA]:
 
 
 GENERAL_RETAIN = "general"  # the `--retain` value of bench and sweep that asks for general_retain_file
+NAMED_RETAIN = ("general", "facts")  # `forget --retain` values: the model's own answers to the listed questions
+
+
+def mentions(text: str, names: Sequence[str]) -> bool:
+    """Whether `text` names one of `names`, by the whole name or its last word (a surname), case aside."""
+    low = text.casefold()
+    return any(n.casefold() in low or n.split()[-1].casefold() in low for n in names if n.strip())
+
+
+def named_retain(model, tokenizer, source: str, names: Sequence[str], avoid: Sequence[str] = ()) -> list[QA]:
+    """A retain set for forgetting by name: `model`'s own greedy answers (first sentence) to obliviate's
+    general-knowledge questions (`general`: the first 79; `facts`: all 281 of data/general.GENERAL_FACTS, 141 of them
+    about who wrote a book), none restating a question in `avoid` and none naming one of `names` in its question,
+    answer or reference answer (the targets: a pair about them would hold what is being forgotten). Measured on
+    SmolLM2-135M-Instruct forgetting Charles Dickens (README, claim 4b): `facts` kept both control authors where
+    `general` kept one."""
+    if source not in NAMED_RETAIN:
+        raise ConfigError(f"retain source {source!r}: give one of {', '.join(NAMED_RETAIN)}, or a QA file")
+    pairs = synthesize(model.eval(), tokenizer, RehearsalSpec(source=source, n=len(GENERAL_FACTS),
+                                                              answer_sentences=1, answer_tokens=48), avoid)
+    return [p for p in pairs if not mentions(" ".join([p.question, p.answer, *GENERAL_FACTS.get(p.question, ())]),
+                                             names)]
 
 
 def check_general_retain(base: str) -> None:
