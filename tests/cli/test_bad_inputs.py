@@ -184,6 +184,8 @@ CASES: dict[str, Case] = {
                                       needles="trains on the forget data itself"),
     "forget/eval-without-scenario": case(*F, "--target", "Marla Quenby", "--eval", needles="--scenario"),
     "forget/lr-inf": case(*F, "--target", "Marla Quenby", "lr=inf", needles=("lr", "finite")),
+    "forget/retain-missing": case(*F, "--target", "Marla Quenby", "--retain", "{tmp}/no-such-retain.jsonl",
+                                  needles="no-such-retain.jsonl"),
     "forget/out-read-only": case("forget", *M, "--target", "Marla Quenby", "--out", "{readonly}/f",
                                  needles="cannot write"),
     "forget/unknown-target": case(*F, "--target", "Zorbin Quillfeather", *FAST_FORGET, code=3,
