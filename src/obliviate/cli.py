@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -139,6 +140,34 @@ def _overrides(pairs: list[str] | None) -> dict:
     return parse_overrides(pairs or [])
 
 
+LOG_EVERY_S = 60.0  # where stderr is not a terminal: one line per bar at most this often
+
+
+class _LogLines:
+    """Where stderr is not a terminal (a log file, a pipe), rich draws its bars once, when they stop: a long build
+    or run would show nothing for an hour. There each bar's state is said as one plain line instead, at most every
+    LOG_EVERY_S seconds per bar: its name, steps done of total, time elapsed and the estimate of what is left."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar, self.on = bar, not bar.console.is_terminal
+        self.last: dict[int, float] = {}
+
+    def __call__(self, task_id: int, label: str) -> None:
+        now = time.monotonic()
+        if not self.on or now - self.last.setdefault(task_id, now) < LOG_EVERY_S:
+            return
+        self.last[task_id] = now
+        t = self.bar.tasks[task_id]
+        left = "?" if t.time_remaining is None else _clock(t.time_remaining)
+        self.bar.console.print(f"{label} {t.completed:.0f}/{t.total:.0f}  {_clock(t.elapsed or 0.0)} elapsed, "
+                               f"{left} left", highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
 @contextmanager
 def build_progress():
     """Rich progress bars with the loss, one per model being trained."""
@@ -146,11 +175,13 @@ def build_progress():
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, transient=False) as bar:
         tasks: dict[str, int] = {}
+        log = _LogLines(bar)
 
         def update(name: str, step: int, total: int, loss: float) -> None:
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total, loss=loss)
             bar.update(tasks[name], completed=step, loss=loss)
+            log(tasks[name], f"{name} (loss {loss:.3f}):")
 
         with _bar_gone_on_error(bar):
             yield update
@@ -163,11 +194,13 @@ def eval_progress():
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         tasks: dict[str, int] = {}
+        log = _LogLines(bar)
 
         def update(desc: str, done: int, total: int) -> None:
             if desc not in tasks:
                 tasks[desc] = bar.add_task(desc, total=total)
             bar.update(tasks[desc], completed=done, total=total)
+            log(tasks[desc], f"{desc}:")
 
         yield update
 
@@ -272,6 +305,7 @@ def train_progress():
                   TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as bar:
         task = None
+        log = _LogLines(bar)
 
         def update(ev) -> None:  # ev: obliviate.methods.ProgressEvent
             nonlocal task
@@ -287,6 +321,7 @@ def train_progress():
             if task is None:
                 task = bar.add_task("unlearn", total=ev.total, where="", terms="")
             bar.update(task, total=ev.total, completed=ev.step, where=where, terms=terms)
+            log(task, f"unlearn, {where} ({terms}):" if terms else f"unlearn, {where}:")
 
         with _bar_gone_on_error(bar):
             yield update
