@@ -151,6 +151,11 @@ def test_pass_cache_roundtrip_and_corruption(root):
     got = pc.load_stats(key)
     assert [len(s.logps) for s in got] == [3, 0, 5]
     assert all(np.array_equal(a.logps, b.logps) and np.array_equal(a.correct, b.correct) for a, b in zip(got, stats))
+    assert all(np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma) for a, b in zip(got, stats))
+    bare = [TokenStats(s.logps, s.correct) for s in stats]  # a pass without Min-K%++'s moments
+    bkey = pc.key("logprob", "fpA", "enc", {"v": 1, "vocab_stats": False})
+    pc.save_stats(bkey, bare)
+    assert [(len(s.logps), s.mu, s.sigma) for s in pc.load_stats(bkey)] == [(3, None, None), (0, None, None), (5, None, None)]
     tkey = pc.key("generate", "fpA", [[1, 2]], {"max_new": 4})
     pc.save_tokens(tkey, [[5, 6], [], [7]])
     assert pc.load_tokens(tkey) == [[5, 6], [], [7]]

@@ -28,7 +28,7 @@ LABEL_TEXTS = ["the labelled tokens decoded", "b decoded", ""]
 class FakeRunner:
     """What `item_values` reads of a ModelRunner: the answers' teacher-forced stats, and the decoded labels."""
 
-    def split_stats(self, split):
+    def split_stats(self, split, vocab_stats=False):
         return {"answer": [A, B, C]}
 
     def label_texts(self, split):
@@ -111,7 +111,7 @@ class PerturbedRunner(FakeRunner):
     """One item whose answer, paraphrase and two perturbed answers have different mean NLLs: answer L̄ 0.5,
     paraphrase L̄ 1.0, perturbed L̄ 2.0 and 3.0."""
 
-    def split_stats(self, split):
+    def split_stats(self, split, vocab_stats=False):
         return {"answer": [_stats([-0.5])], "para": [_stats([-1.0, -1.0])],
                 "pert": [[_stats([-2.0]), _stats([-3.0, -3.0])]]}
 

@@ -220,9 +220,9 @@ def test_shared_prompts_give_the_unshared_statistics(llama):
         prompt = torch.randint(3, 64, (p_len,), generator=g).tolist()
         seqs += [_enc(prompt + torch.randint(3, 64, (a,), generator=g).tolist(), p_len) for a in answers]
     seqs.append(_enc(torch.randint(3, 64, (5,), generator=g).tolist(), 1))  # answer from position 1: unshared
-    plain = logprob_pass(llama, seqs, pad_id=0, share_prompts=False)
+    plain = logprob_pass(llama, seqs, pad_id=0, share_prompts=False, vocab_stats=True)
     for bs in (32, 3):
-        shared = logprob_pass(llama, seqs, pad_id=0, batch_size=bs)
+        shared = logprob_pass(llama, seqs, pad_id=0, batch_size=bs, vocab_stats=True)
         for a, b in zip(shared, plain, strict=True):
             for field in ("logps", "mu", "sigma"):
                 assert getattr(a, field).tolist() == pytest.approx(getattr(b, field).tolist(), abs=5e-5)
@@ -276,13 +276,25 @@ def test_runner_serves_cached_passes_only_for_the_same_weights(tmp_path, monkeyp
     monkeypatch.setattr(R, "logprob_pass", lambda *a, **k: pytest.fail("the cached pass was recomputed"))
     again = R.ModelRunner(model, tok, cache=PassCache(tmp_path)).logprobs(pairs)
     assert all((x.logps == y.logps).all() for x, y in zip(first, again))
+    assert all(x.mu is None for x in again)
+    # Min-K%++'s moments are a pass of their own (costlier); a pass that has them serves one without them
+    monkeypatch.setattr(R, "logprob_pass", real)
+    full = R.ModelRunner(model, tok, cache=PassCache(tmp_path)).logprobs(pairs, vocab_stats=True)
+    assert all(x.mu is not None and len(x.mu) == len(x.logps) for x in full)
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    monkeypatch.setattr(R, "logprob_pass", lambda *a, **k: pytest.fail("the cached pass was recomputed"))
+    for cached in (R.ModelRunner(model, tok, cache=PassCache(tmp_path)).logprobs(pairs, vocab_stats=True),
+                   R.ModelRunner(model, tok, cache=PassCache(tmp_path)).logprobs(pairs)):
+        assert all(x.mu is not None and (x.mu == y.mu).all() for x, y in zip(cached, full))
+    for f in tmp_path.rglob("*.npz"):
+        f.unlink()
 
     edited = copy.deepcopy(model)
     with torch.no_grad():
         edited.get_input_embeddings().weight[tok.convert_tokens_to_ids("<|eos|>"), 0] += 1.0
     monkeypatch.setattr(R, "logprob_pass", real)
     other = R.ModelRunner(edited, tok, cache=PassCache(tmp_path)).logprobs(pairs)
-    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    assert len(list(tmp_path.rglob("*.npz"))) == 1
     assert any((x.logps != y.logps).any() for x, y in zip(first, other))
 
 
@@ -290,7 +302,7 @@ def test_token_stats_by_hand():
     """ThreeToOne at every position: p = (3/4, 1/4). Min-K%++'s moments of log p under p: μ = ¾ ln ¾ + ¼ ln ¼ =
     −0.562335; σ = √(p(1−p))·|ln(p₀/p₁)| = √(3/16)·ln 3 = 0.475714 (a two-point distribution). The argmax is token
     0, so A's answer [0, 0] is right at both positions and B's [1] wrong; log p per token ln ¾, ln ¾ / ln ¼."""
-    stats = logprob_pass(ThreeToOne(), SEQS, pad_id=0)
+    stats = logprob_pass(ThreeToOne(), SEQS, pad_id=0, vocab_stats=True)
     mu, sigma = 0.75 * math.log(0.75) + 0.25 * math.log(0.25), math.sqrt(3 / 16) * math.log(3)
     assert mu == pytest.approx(-0.562335, abs=1e-6) and sigma == pytest.approx(0.475714, abs=1e-6)
     a, b, c = stats
@@ -299,6 +311,11 @@ def test_token_stats_by_hand():
     for s in (a, b):
         assert s.mu.tolist() == pytest.approx([mu] * len(s.mu), abs=1e-6)
         assert s.sigma.tolist() == pytest.approx([sigma] * len(s.sigma), abs=1e-5)
+    # without `vocab_stats` the same log-probs and argmax checks, and no moments
+    plain = logprob_pass(ThreeToOne(), SEQS, pad_id=0)
+    for s, t in zip(stats, plain, strict=True):
+        assert t.mu is None and t.sigma is None
+        assert t.logps.tolist() == pytest.approx(s.logps.tolist(), abs=1e-6) and t.correct.tolist() == s.correct.tolist()
 
 
 # ---------------------------------------------------------------------------------------------- compacted logits

@@ -87,12 +87,18 @@ def test_asking_for_some_metrics_runs_only_the_passes_they_read(scenario, tiny_m
     from obliviate.eval.runner import ModelRunner
 
     model, _, tok = tiny_models
-    full = suite.evaluate_runner(ModelRunner(model, tok, max_new_tokens=8), scenario, suite.EvalConfig(max_new_tokens=8))
-    scored: list[str] = []
+    scored: list[tuple[str, bool]] = []
     real = ModelRunner.split_stats
-    monkeypatch.setattr(ModelRunner, "split_stats", lambda self, split: scored.append(split.name) or real(self, split))
+    monkeypatch.setattr(ModelRunner, "split_stats", lambda self, split, vocab_stats=False: scored.append(
+        (split.name, vocab_stats)) or real(self, split, vocab_stats))
+    full = suite.evaluate_runner(ModelRunner(model, tok, max_new_tokens=8), scenario, suite.EvalConfig(max_new_tokens=8))
+    # Min-K%++'s vocabulary moments (the costly part of a pass) only where the attacks read them
+    assert {n for n, v in scored if v} == {"forget", "holdout"}
+    assert {n for n, v in scored if not v} >= set(scenario.eval_splits) - {"forget", "holdout"}
+    assert full.summary.get("mia_auc_minkpp") is not None and full.summary.get("mia_auc_mink") is not None
+    scored.clear()
     cfg = suite.EvalConfig(max_new_tokens=8, metrics=["retain_rougeL_recall", "forget_truth_ratio"])
     some = suite.evaluate_runner(ModelRunner(model, tok, max_new_tokens=8), scenario, cfg)
-    assert set(some.items) == {"retain", "forget"} and scored == ["forget"]
+    assert set(some.items) == {"retain", "forget"} and [n for n, _ in scored] == ["forget"]
     for k in ("retain_rougeL_recall", "forget_truth_ratio"):
         assert some.summary[k] == pytest.approx(full.summary[k])

@@ -1,7 +1,7 @@
 """The model-pass service: every forward pass evaluation and training-time probes make over answers, written once.
 
-- `logprob_pass`: teacher-forced; per answer token the log-prob of the label, whether it is the argmax, and the
-  mean/std of log p(·) under p at that position (what Min-K%++ needs);
+- `logprob_pass`: teacher-forced; per answer token the log-prob of the label, whether it is the argmax, and on
+  request the mean/std of log p(·) under p at that position (what Min-K%++ needs);
 - `answer_nll`: answer-token NLL with an explicit reduction, over a batch (differentiable: a training loss) or
   over encoded sequences (a probe);
 - `generate_pass` / `sample_pass`: greedy / sampled continuations of token-id prompts (KV cache, stop at EOS;
@@ -38,8 +38,8 @@ class TokenStats:
 
     logps: np.ndarray  # (T,) log p(y_t)
     correct: np.ndarray  # (T,) bool, argmax == y_t
-    mu: np.ndarray  # (T,) E_{v~p}[log p(v)]
-    sigma: np.ndarray  # (T,) std_{v~p}[log p(v)]
+    mu: np.ndarray | None = None  # (T,) E_{v~p}[log p(v)]; None where the pass ran without `vocab_stats`
+    sigma: np.ndarray | None = None  # (T,) std_{v~p}[log p(v)]; likewise
 
 
 # ---------------------------------------------------------------------------------------------- batching
@@ -162,9 +162,13 @@ def compact_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
 @torch.no_grad()
 def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 32,
                  token_budget: int = 16384, progress: Tick | None = None,
-                 share_prompts: bool = True) -> list[TokenStats]:
+                 share_prompts: bool = True, vocab_stats: bool = False) -> list[TokenStats]:
     """Per-token answer statistics for every encoded (prompt, answer) sequence, in input order. `progress(done,
     total)` is called after each batch (sequences done).
+
+    `vocab_stats` adds Min-K%++'s moments of log p(·) under p (`TokenStats.mu`, `.sigma`). They read the whole
+    vocabulary at every answer token, several passes over (tokens × V) floats: on SmolLM2's 49,152-token
+    vocabulary they cost more than its output head itself, so only the splits the attacks read ask for them.
 
     With `share_prompts`, sequences that begin with the same prompt (an item's answer, paraphrase and perturbed
     answers: the truth ratio's 7 sequences) share one forward over it: each distinct prompt of a batch runs once,
@@ -185,27 +189,32 @@ def logprob_pass(model, encoded: Sequence[Encoded], pad_id: int, batch_size: int
     rest = list(range(len(encoded)))
     parts = split_head(model)
     if share_prompts and parts is not None:
-        rest = _shared_prompt_passes(parts, encoded, pad_id, batch_size, token_budget, out, tick)
+        rest = _shared_prompt_passes(parts, encoded, pad_id, batch_size, token_budget, out, tick, vocab_stats)
     dev = model_device(model)
     for idx in length_sorted_batches([len(encoded[i].input_ids) for i in rest], batch_size, token_budget):
         idx = [rest[k] for k in idx]
         ids, mask, lab = pad_batch([encoded[i].input_ids for i in idx], pad_id, labels=[encoded[i].labels for i in idx])
         logits, target, valid = answer_logits(model, ids.to(dev), mask.to(dev), lab.to(dev))  # (N, V)
-        _store_stats(out, idx, logits, target, valid)
+        _store_stats(out, idx, logits, target, valid, vocab_stats)
         tick(len(idx))
     return out  # type: ignore[return-value]
 
 
 def _store_stats(out: list, idx: Sequence[int], logits: torch.Tensor, target: torch.Tensor,
-                 valid: torch.Tensor) -> None:
-    """TokenStats of each row of a batch from the logits (N, V) at its `valid` (B, T-1) positions, row-major."""
-    logp = torch.log_softmax(logits, dim=-1)
-    tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+                 valid: torch.Tensor, vocab_stats: bool) -> None:
+    """TokenStats of each row of a batch from the logits (N, V) at its `valid` (B, T-1) positions, row-major;
+    μ and σ of log p(·) only with `vocab_stats` (log p(y) itself needs one logsumexp, not a log-softmax)."""
+    lse = torch.logsumexp(logits, dim=-1)
+    tok_lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - lse
     correct = logits.argmax(-1) == target
-    p = logp.exp()
-    mu = (p * logp).sum(-1)  # E_p[log p], Min-K%++
-    sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
-    cols = [x.cpu().numpy() for x in (tok_lp, correct, mu, sigma)]
+    cols = [tok_lp, correct]
+    if vocab_stats:
+        logp = logits - lse.unsqueeze(-1)
+        p = logp.exp()
+        mu = (p * logp).sum(-1)  # E_p[log p], Min-K%++
+        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+        cols += [mu, sigma]
+    cols = [x.cpu().numpy() for x in cols]
     pos = 0
     for i, c in zip(idx, valid.sum(1).tolist(), strict=True):
         out[i] = TokenStats(*(x[pos:pos + c] for x in cols))
@@ -220,7 +229,7 @@ def _prompt_cut(e: Encoded) -> int:
 
 
 def _shared_prompt_passes(parts, encoded: Sequence[Encoded], pad_id: int, batch_size: int, token_budget: int,
-                          out: list, tick: Callable[[int], None]) -> list[int]:
+                          out: list, tick: Callable[[int], None], vocab_stats: bool) -> list[int]:
     """The shared-prompt batches of `logprob_pass`; returns the indices left for the unshared pass (sequences
     without a shareable prompt, or all that remain when the model's cache turns out not to be shareable)."""
     base, head = parts
@@ -265,7 +274,7 @@ def _shared_prompt_passes(parts, encoded: Sequence[Encoded], pad_id: int, batch_
                       use_cache=True, **{cache_arg: cache}).last_hidden_state[:, :-1]
         target = lab[:, 1:].to(dev)
         valid = target != IGNORE_INDEX
-        _store_stats(out, idx, head(hidden[valid]).float(), target[valid], valid)
+        _store_stats(out, idx, head(hidden[valid]).float(), target[valid], valid, vocab_stats)
         tick(len(idx))
     return alone
 
@@ -543,15 +552,17 @@ class PassCache:
 
     def load_stats(self, key: str) -> list[TokenStats] | None:
         z = self.store.load(key, NPZ)
-        if z is None or not {"offsets", "logps", "correct", "mu", "sigma"} <= z.keys():
+        if z is None or not {"offsets", "logps", "correct"} <= z.keys():
             return None
-        off, cols = z["offsets"], [z[c] for c in ("logps", "correct", "mu", "sigma")]
+        off = z["offsets"]
+        cols = [z[c] for c in ("logps", "correct", "mu", "sigma") if c in z]
         return [TokenStats(*(c[off[i]:off[i + 1]] for c in cols)) for i in range(len(off) - 1)]
 
     def save_stats(self, key: str, stats: Sequence[TokenStats]) -> None:
+        """Saves the stats; μ/σ only when every sequence has them (a pass without `vocab_stats` has none)."""
         off = np.cumsum([0] + [len(s.logps) for s in stats])
-        cat = {c: np.concatenate([getattr(s, c) for s in stats]) if stats else np.zeros(0)
-               for c in ("logps", "correct", "mu", "sigma")}
+        names = ["logps", "correct"] + (["mu", "sigma"] if all(s.mu is not None for s in stats) else [])
+        cat = {c: np.concatenate([getattr(s, c) for s in stats]) if stats else np.zeros(0) for c in names}
         self.store.save(key, {"offsets": off, **cat}, NPZ)
 
     def load_tokens(self, key: str) -> list[list[int]] | None:

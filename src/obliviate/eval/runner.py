@@ -79,17 +79,24 @@ class ModelRunner:
 
     # ------------------------------------------------------------------------------------------- passes
 
-    def logprobs(self, pairs: Sequence[tuple[str, str, str]]) -> list[TokenStats]:
+    def logprobs(self, pairs: Sequence[tuple[str, str, str]], vocab_stats: bool = False) -> list[TokenStats]:
+        """The teacher-forced stats of `pairs`; with `vocab_stats`, also Min-K%++'s μ and σ (a costlier pass). A
+        pass that has them serves a request without them."""
         enc = self.encode(pairs)
-        key = self.cache.key("logprob", self._pass_id, encoded_key(enc), {"v": 1})
-        if key in self._mem:
-            return self._mem[key]  # type: ignore[return-value]
-        stats = self.cache.load_stats(key)
-        if stats is None:
-            stats = logprob_pass(self.model, enc, self.pad_id, self.batch_size,
-                                 progress=self._tick("scoring answers", len(enc)))
-            self.cache.save_stats(key, stats)
-        self._mem[key] = stats
+        full = self.cache.key("logprob", self._pass_id, encoded_key(enc), {"v": 1})
+        keys = [full] if vocab_stats else [full, self.cache.key("logprob", self._pass_id, encoded_key(enc),
+                                                                 {"v": 1, "vocab_stats": False})]
+        for key in keys:
+            if key in self._mem:
+                return self._mem[key]  # type: ignore[return-value]
+            stats = self.cache.load_stats(key)
+            if stats is not None:
+                self._mem[key] = stats
+                return stats
+        stats = logprob_pass(self.model, enc, self.pad_id, self.batch_size, vocab_stats=vocab_stats,
+                             progress=self._tick("scoring answers", len(enc)))
+        self.cache.save_stats(keys[-1], stats)
+        self._mem[keys[-1]] = stats
         return stats
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new: int | Sequence[int],
@@ -115,10 +122,10 @@ class ModelRunner:
         self._mem[key] = out
         return out
 
-    def split_stats(self, split: Split) -> dict[str, list]:
+    def split_stats(self, split: Split, vocab_stats: bool = False) -> dict[str, list]:
         """Teacher-forced stats of every answer variant of a split, from ONE batched pass:
         `answer`, `para` (paraphrased answer, or the answer itself where there is none) and `pert` (per item,
-        one entry per perturbed answer)."""
+        one entry per perturbed answer); Min-K%++'s μ and σ with `vocab_stats`."""
         pairs: list[tuple[str, str, str]] = []
         for r in split.records:
             pairs.append((r.id, r.question, r.answer))
@@ -127,7 +134,7 @@ class ModelRunner:
             for r in split.records:
                 pairs.append((f"{r.id}#para", r.question, r.paraphrased_answer or r.answer))
                 pairs += [(f"{r.id}#pert{k}", r.question, p) for k, p in enumerate(r.perturbed_answers)]
-        stats = self.logprobs(pairs)
+        stats = self.logprobs(pairs, vocab_stats)
         n = len(split)
         out: dict[str, list] = {"answer": stats[:n]}
         if has_pert:

@@ -90,7 +90,7 @@ PRIVATE_SPLITS = ("forget",)  # whose generated text is the data being deleted: 
 
 
 def _without_last(s: TokenStats) -> TokenStats:
-    return TokenStats(s.logps[:-1], s.correct[:-1], s.mu[:-1], s.sigma[:-1])
+    return TokenStats(*(None if x is None else x[:-1] for x in (s.logps, s.correct, s.mu, s.sigma)))
 
 
 GENERATION_FIELDS = frozenset({"rougeL_recall", "refusal"})  # per-item values read from the greedy answers alone
@@ -108,7 +108,7 @@ def item_values(runner: ModelRunner, split: Split, cfg: EvalConfig, *, generate:
     (EM absent, ES and the attacks 0); extraction strength scores no match 1/n; the ZLib attack compresses the
     labelled tokens decoded (`extract_target_texts_from_processed_data`) instead of the answer text; the truth ratio
     and the normalised probability add their 1e-10 to the denominator."""
-    st = runner.split_stats(split) if stats else None
+    st = runner.split_stats(split, vocab_stats=mia) if stats else None
     ou = cfg.openunlearning
     persist = cfg.cache_forget_generations or split.name not in PRIVATE_SPLITS
     gens = runner.generations(split, persist=persist) if generate else None
