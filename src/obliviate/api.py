@@ -48,7 +48,7 @@ def unlearn(model: ModelLike, method: str, *, out: str | os.PathLike[str], scena
             forget=None, retain=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference: ModelLike | None = None, data: str | None = None,
             scenario_options: dict[str, Any] | None = None, eval_config: dict[str, Any] | None = None,
-            allow_overlap: bool = False, fsdp: bool = False, progress=None) -> UnlearnResult:
+            allow_overlap: bool = False, fsdp: bool = False, progress=None, eval_progress=None) -> UnlearnResult:
     """Unlearn a forget set from `model` with a registered method and save the result (model + manifest.json).
 
     The forget/retain data come from `scenario` (its forget split and retain set) or from `forget` / `retain`
@@ -57,20 +57,22 @@ def unlearn(model: ModelLike, method: str, *, out: str | os.PathLike[str], scena
     unlearned (a `forget` file replaces the scenario's forget split; without a scenario, the forget and retain
     files are the evaluation sets), reference = the retain model. With `fsdp`, training under several processes
     (torchrun / accelerate launch) is sharded with FSDP (as an accelerate FSDP config would). Returns an
-    UnlearnResult (output path, manifest, evaluation summary)."""
+    UnlearnResult (output path, manifest, evaluation summary). `progress(ProgressEvent)` follows the training,
+    `eval_progress(description, done, total)` the evaluation's model passes."""
     if scenario is None and forget is None:
         raise ConfigError("give a forget set: --scenario NAME or --forget FILE")
     scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
     return _unlearn(model, method, out=out, forget=forget, retain=retain, scenario=scen, config=config,
                     overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
-                    eval_config=eval_config, allow_overlap=allow_overlap, fsdp=fsdp)
+                    eval_config=eval_config, allow_overlap=allow_overlap, fsdp=fsdp, eval_progress=eval_progress)
 
 
 def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str], method: str = "reveal_release",
            config: dict[str, Any] | None = None, keep_revealed: bool = False, retain=None,
            scenario: str | Scenario | None = None, evaluate: bool = False, reference: ModelLike | None = None,
            data: str | None = None, scenario_options: dict[str, Any] | None = None,
-           eval_config: dict[str, Any] | None = None, overwrite: bool = False, progress=None) -> UnlearnResult:
+           eval_config: dict[str, Any] | None = None, overwrite: bool = False, progress=None,
+           eval_progress=None) -> UnlearnResult:
     """Forget everything `model` knows about the named `targets` WITHOUT any forget data, with a
     self-generated-data method (Reveal-and-Release by default), and save the model, manifest.json, the ledger and
     the per-round log to `out`. `retain` (file or records) is optional; the revealed text is saved only with
@@ -82,7 +84,7 @@ def forget(model: ModelLike, targets: list[str], *, out: str | os.PathLike[str],
     scen = load_scenario(scenario, data, **(scenario_options or {})) if scenario is not None else None
     return forget_by_name(model, targets, out, method=method, config=config, keep_revealed=keep_revealed,
                           retain=retain, scenario=scen, evaluate=evaluate, reference=reference, overwrite=overwrite,
-                          progress=progress, eval_config=eval_config)
+                          progress=progress, eval_config=eval_config, eval_progress=eval_progress)
 
 
 def sweep(method: str, *, out: str | os.PathLike[str], scenario: str | None = None, base: str = "tiny",

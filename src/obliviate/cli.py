@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from obliviate.errors import ObliviateError
+from obliviate.utils.progress import EVERY_S, clock, describe
 from obliviate.utils.threads import apply_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -140,7 +141,7 @@ def _overrides(pairs: list[str] | None) -> dict:
     return parse_overrides(pairs or [])
 
 
-LOG_EVERY_S = 60.0  # where stderr is not a terminal: one line per bar at most this often
+LOG_EVERY_S = EVERY_S  # where stderr is not a terminal: one line per bar at most this often
 
 
 class _LogLines:
@@ -157,15 +158,10 @@ class _LogLines:
         if not self.on or now - self.last.setdefault(task_id, now) < LOG_EVERY_S:
             return
         self.last[task_id] = now
-        t = self.bar.tasks[task_id]
-        left = "?" if t.time_remaining is None else _clock(t.time_remaining)
-        self.bar.console.print(f"{label} {t.completed:.0f}/{t.total:.0f}  {_clock(t.elapsed or 0.0)} elapsed, "
+        t = next(t for t in self.bar.tasks if t.id == task_id)  # (ids stay, positions move when a task is removed)
+        left = "?" if t.time_remaining is None else clock(t.time_remaining)
+        self.bar.console.print(f"{label} {t.completed:.0f}/{t.total:.0f}  {clock(t.elapsed or 0.0)} elapsed, "
                                f"{left} left", highlight=False, soft_wrap=True)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
 @contextmanager
@@ -300,7 +296,8 @@ def print_summary(summary: dict, title: str, absent: dict | None = None) -> None
 @contextmanager
 def train_progress():
     """One progress bar over a method's steps (optimiser steps, or a procedure's stage units), showing where it is
-    (round, epoch or stage) and every loss term."""
+    (round, epoch or stage) and every loss term; yields (training update, evaluation pass update): the evaluation
+    of `--eval` (before and after) shows each model pass as a bar of its own, gone when the pass ends."""
     with Progress(TextColumn("{task.fields[where]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as bar:
@@ -312,19 +309,27 @@ def train_progress():
             if ev.kind == "resume":  # said without -v: a resumed run must not pass for a fresh one
                 bar.console.print(f"resuming after epoch {ev.epoch} of {ev.epochs}")
                 return
-            if ev.kind not in ("step", "stage") or ev.step is None or ev.total is None:
+            said = describe(ev)
+            if said is None:
                 return  # epoch and round summaries: the bar already shows their steps
-            where = f"stage {ev.stage}" if ev.kind == "stage" else f"epoch {ev.epoch}/{ev.epochs}"
-            if ev.round is not None:
-                where = f"round {ev.round}/{ev.rounds} {where}"
-            terms = "  ".join(f"{k} {v:.3g}" for k, v in ev.terms.items())
+            where, terms = said
             if task is None:
                 task = bar.add_task("unlearn", total=ev.total, where="", terms="")
             bar.update(task, total=ev.total, completed=ev.step, where=where, terms=terms)
             log(task, f"unlearn, {where} ({terms}):" if terms else f"unlearn, {where}:")
 
+        passes: dict[str, int] = {}
+
+        def update_pass(desc: str, done: int, total: int) -> None:
+            if desc not in passes:
+                passes[desc] = bar.add_task(desc, total=total, where=desc, terms="")
+            bar.update(passes[desc], completed=done, total=total)
+            log(passes[desc], f"{desc}:")
+            if done >= total:
+                bar.remove_task(passes.pop(desc))
+
         with _bar_gone_on_error(bar):
-            yield update
+            yield update, update_pass
 
 
 @app.command()
@@ -355,11 +360,11 @@ def unlearn(model: Annotated[str, typer.Option(help="model directory or hub id (
     cfg = _overrides(overrides)
     scen_opts = cfg.pop("scenario_options", None)
     eval_cfg = _eval_overrides(cfg, show_samples)
-    with train_progress() as progress:
+    with train_progress() as (progress, passes):
         res = api.unlearn(model, method, out=out, scenario=scenario, forget=forget, retain=retain, config=cfg,
                           overwrite=overwrite, evaluate=eval_, reference=reference, data=data,
                           scenario_options=scen_opts, progress=progress, allow_overlap=allow_overlap,
-                          eval_config=eval_cfg, fsdp=fsdp)
+                          eval_config=eval_cfg, fsdp=fsdp, eval_progress=passes)
     if res.summary:
         print_summary(res.summary, f"{method}: {out}", res.absent)
     con.print(f"unlearned in {res.manifest['wall_time_s']} s\noutput: {res.out}")
@@ -446,9 +451,11 @@ def forget(model: Annotated[str, typer.Option(help="model directory or hub id (n
                       f"released {bool(ev.released)}" + (f", probe NLL {probe:.3f}" if probe is not None else ""))
 
     eval_cfg = _eval_overrides(cfg, False)
-    res = api.forget(model, target, out=out, method=method, config=cfg, keep_revealed=keep_revealed, retain=retain,
-                     scenario=scenario, evaluate=eval_, reference=reference, data=data, scenario_options=scen_opts,
-                     overwrite=overwrite, progress=progress, eval_config=eval_cfg)
+    with eval_progress() as passes:  # the --eval evaluation's model passes
+        res = api.forget(model, target, out=out, method=method, config=cfg, keep_revealed=keep_revealed,
+                         retain=retain, scenario=scenario, evaluate=eval_, reference=reference, data=data,
+                         scenario_options=scen_opts, overwrite=overwrite, progress=progress, eval_config=eval_cfg,
+                         eval_progress=passes)
     if res.summary:
         print_summary(res.summary, f"forget {len(target)} target(s): {out}", res.absent)
     con.print(f"forgot {len(target)} target(s) in {res.manifest['wall_time_s']} s\noutput: {res.out}")

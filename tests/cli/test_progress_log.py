@@ -44,3 +44,24 @@ def test_a_terminal_gets_only_the_bars(monkeypatch):
         for done in range(1, 4):
             update("forget: scoring answers", done, 3)
     assert " elapsed, " not in buf.getvalue()
+
+
+def test_unlearn_eval_passes_share_the_training_bar_and_leave_when_done(monkeypatch):
+    """`unlearn --eval`: each evaluation pass is a bar beside the training's, removed when it ends; in a log its
+    line is said like any bar's, also after another pass's bar was removed (bars are found by id, not position)."""
+    from obliviate.methods.base import ProgressEvent
+
+    log, buf = _console(terminal=False)
+    now = [0.0]
+    monkeypatch.setattr(cli, "err", log)
+    monkeypatch.setattr(cli, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    with cli.train_progress() as (train, passes):
+        train(ProgressEvent("step", step=1, total=4, epoch=1, epochs=1, terms={"ga": 1.0}))
+        passes("model: scoring answers (3)", 1, 3)
+        passes("model: scoring answers (3)", 3, 3)  # done: its bar goes
+        passes("model: generating (2)", 1, 2)
+        now[0] = 61.0
+        passes("model: generating (2)", 1, 2)
+        train(ProgressEvent("step", step=2, total=4, epoch=1, epochs=1, terms={"ga": 0.5}))
+    lines = [ln.split("  ")[0] for ln in buf.getvalue().splitlines() if " elapsed, " in ln]
+    assert lines == ["model: generating (2): 1/2", "unlearn, epoch 1/1 (ga 0.5): 2/4"]

@@ -141,13 +141,16 @@ def test_a_retain_file_is_checked_up_front_and_recorded_absolute(tmp_path, monke
 
 
 @pytest.mark.slow  # a toy build, three evaluations and one method (~40 s): make test-all, CI
-def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch):
+def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch, capsys):
     """End to end on a toy build: the method's run reads the file (its manifest's retain hash and count are the
-    file's), the evaluation stays the scenario's, and the leaderboard records the file."""
+    file's), the evaluation stays the scenario's, and the leaderboard records the file. The job says where it is
+    as plain lines (here at every report: the interval set to 0)."""
     from obliviate.data.records import QA, write_records
+    from obliviate.utils import progress
     from obliviate.utils.io import read_json
 
     monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
     retain = tmp_path / "retain.jsonl"
     write_records(retain, [QA(f"r{i}", f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(6)])
     opts = {"n_people": 10, "n_refusal": 4}
@@ -162,3 +165,6 @@ def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch
     assert data["n_retain"] == 6 and not str(data["retain"]).startswith("scenario:")
     assert f"Retain set trained on: {retain.resolve()}" in (tmp_path / "b" / "leaderboard.md").read_text()
     assert "Retain set trained on: " in (tmp_path / "b" / "report.html").read_text()
+    said = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith("graddiff: unlearn, epoch 1/1 (") and " elapsed, " in ln for ln in said)
+    assert any(ln.startswith("graddiff: eval, ") and "scoring answers" in ln for ln in said)

@@ -34,6 +34,7 @@ from obliviate.runs.sweep import preset_retains, read_presets
 from obliviate.runs.unlearn import unlearn
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
+from obliviate.utils.progress import LineProgress
 from obliviate.utils.threads import per_job, thread_budget
 from obliviate.utils import dist
 
@@ -70,8 +71,9 @@ def run_job(job: Job) -> dict[str, Any]:
     t0 = time.time()
     try:
         scen = load_scenario(job.scenario, **job.scenario_options)
+        said = LineProgress(job.method)  # a worker draws no bars: a line per minute says where it is
         unlearn(job.target, job.method, out=out, scenario=scen, retain=job.retain, config=job.config, overwrite=True,
-                evaluate=True, reference=job.reference_eval)
+                evaluate=True, reference=job.reference_eval, progress=said.train, eval_progress=said.passes)
         atomic_write_json(out / "bench.json", {"key": _job_key(job)})
         err_file.unlink(missing_ok=True)
         return {"method": job.method, "ok": True, "seconds": round(time.time() - t0, 1)}

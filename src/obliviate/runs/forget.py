@@ -23,7 +23,7 @@ def self_generated_methods() -> list[str]:
 def forget_by_name(model, targets: Sequence[str], out: str | os.PathLike[str], *, method: str = "reveal_release",
                    config: dict[str, Any] | None = None, keep_revealed: bool = False, retain=None, scenario=None,
                    evaluate: bool = False, reference=None, overwrite: bool = False, progress=None,
-                   eval_config: dict[str, Any] | None = None) -> UnlearnResult:
+                   eval_config: dict[str, Any] | None = None, eval_progress=None) -> UnlearnResult:
     """Forget everything `model` knows about each name in `targets`, without any forget data, and save the model,
     manifest.json and the per-round log (`<method>.json`) to `out` (atomically, through `unlearn`). When the model
     reveals nothing about the targets, no weight changes: NothingToForget (exit 3), no model is written, and the
@@ -60,4 +60,4 @@ def forget_by_name(model, targets: Sequence[str], out: str | os.PathLike[str], *
         del m
     return unlearn(model, method, out=out, forget=records, retain=retain, scenario=scenario, config=cfg,
                    overwrite=overwrite, evaluate=evaluate, reference=reference, progress=progress,
-                   eval_config=eval_config, targets=names)
+                   eval_config=eval_config, targets=names, eval_progress=eval_progress)

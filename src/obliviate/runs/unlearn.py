@@ -21,6 +21,7 @@ from obliviate.data.records import QA, Split, check_records, load_split, overlap
 from obliviate.data.scenarios import from_files
 from obliviate.data.templates import Formatter, resolve_tokenize
 from obliviate.errors import ConfigError, DataError, NothingToForget, ObliviateError
+from obliviate.eval.runner import PassProgress
 from obliviate.eval.suite import EvalConfig
 from obliviate.methods.base import (METHODS, ApplyContext, GradientMethod, MethodInfo, ProceduralMethod, Progress,
                                     ProgressEvent, TrainConfig)
@@ -157,8 +158,10 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
             forget=None, retain=None, scenario=None, config: dict[str, Any] | None = None, overwrite: bool = False,
             evaluate: bool = False, reference=None, progress: Progress | None = None,
             eval_config: dict[str, Any] | None = None, targets: Sequence[str] = (),
-            allow_overlap: bool = False, fsdp: bool = False) -> UnlearnResult:
+            allow_overlap: bool = False, fsdp: bool = False,
+            eval_progress: PassProgress | None = None) -> UnlearnResult:
     """Unlearn `forget` from `model` with `method` and save the result to `out` (see module docstring).
+    `progress` follows the training (or the procedure), `eval_progress` the evaluation's model passes.
 
     Everything that can be checked is checked before any work: the output location (writable, not a file, not
     inside the input model, not held by another run: it stays locked until the end), the config, the data
@@ -183,12 +186,13 @@ def unlearn(model: str | os.PathLike[str] | tuple[Any, Any], method: str, *, out
             build_config(EvalConfig, eval_config or {}, where="eval config")  # a typo fails now, not after training
         with dist.fsdp_env(fsdp):
             return _run(model, info, cfg, out_p, f_recs, r_recs, hashes, scenario, eval_scen, reference, progress,
-                        eval_config, targets, attempts)
+                        eval_config, targets, attempts, eval_progress)
 
 
 def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_recs: list[QA],
          hashes: dict[str, str], scenario, eval_scen, reference, progress: Progress | None,
-         eval_config: dict[str, Any] | None, targets: Sequence[str], attempts: list[dict[str, Any]]) -> UnlearnResult:
+         eval_config: dict[str, Any] | None, targets: Sequence[str], attempts: list[dict[str, Any]],
+         eval_progress: PassProgress | None = None) -> UnlearnResult:
     work = work_dir_for(out_p)
     m, tok, name = load_model(model, "model")
     # The tokenisation the input model was trained with (tokenize=auto), or the one asked for: training uses it, the
@@ -214,7 +218,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
     dist.barrier()
     try:
         # metrics before, for the ledger (model passes are cached by fingerprint, so a benchmark pays for this once)
-        before = (run_eval((m, tok), eval_scen, reference=reference, config=eval_config).summary
+        before = (run_eval((m, tok), eval_scen, reference=reference, config=eval_config, progress=eval_progress).summary
                   if eval_scen is not None else None)
     except BaseException:
         if fresh and dist.is_main():
@@ -275,7 +279,8 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
         atomic_write_json(final / "manifest.json", manifest)
     summary = absent = None
     if eval_scen is not None:
-        res = run_eval((new_model, tok), eval_scen, reference=reference, out=final / "eval", config=eval_config)
+        res = run_eval((new_model, tok), eval_scen, reference=reference, out=final / "eval", config=eval_config,
+                       progress=eval_progress)
         summary, absent = res.summary, res.meta.get("absent")
         record["metrics_after"] = ledger.key_metrics(summary)
     if dist.is_main():
