@@ -62,6 +62,7 @@ from obliviate.runs.space import describe, nest, resolve_space, start_params, su
 from obliviate.runs.unlearn import eval_scenario, unlearn, work_dir_for
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, atomic_write_text, claim_output, lock_path, read_json
+from obliviate.utils.progress import LineProgress
 from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
@@ -500,7 +501,8 @@ def _trial_runner(p: _Plan, out_p: Path, target, ref_eval: Path | None, threshol
         try:
             res = unlearn(target, p.info.name, out=t_out, scenario=p.scen, forget=p.forget, retain=p.retain,
                           config=deep_merge(p.start, nest(params)), overwrite=True, evaluate=True,
-                          reference=ref_eval, eval_config=p.trial_eval, progress=on_event)
+                          reference=ref_eval, eval_config=p.trial_eval, progress=on_event,
+                          eval_progress=LineProgress(f"trial {trial.number}").passes)  # a line a minute per pass
         except optuna.TrialPruned:
             _discard(t_out)
             raise
