@@ -28,7 +28,8 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
              out: PathLike | None = None, overwrite: bool = False, data: str | None = None,
              config: dict[str, Any] | EvalConfig | None = None, scenario_options: dict[str, Any] | None = None,
              forget: PathLike | None = None, retain: PathLike | None = None,
-             holdout: PathLike | None = None, progress: PassProgress | None = None) -> EvalResult:
+             holdout: PathLike | None = None, progress: PassProgress | None = None,
+             label: str | None = None) -> EvalResult:
     """Evaluate a model on a scenario's splits: every TOFU, extraction and membership-inference metric.
 
     `forget` (a file of question/answer records) evaluates exactly those items: with `scenario`, in place of its
@@ -39,7 +40,8 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
     tokenised as it was trained (config `tokenize=auto`: the mode obliviate recorded with it, else joint) unless
     `tokenize` or `compat=openunlearning` (joint) says otherwise. With `out`,
     eval.json, summary.json and report.md are written there atomically. `progress(description, done, total)`
-    follows each model pass as it runs."""
+    follows each model pass as it runs. `label` names the model in the progress and in eval.json (default: its path
+    or hub id; for a model in memory, the path it was loaded from)."""
     cfg = config if isinstance(config, EvalConfig) else build_config(EvalConfig, config or {}, where="eval config")
     if forget is None and (retain is not None or holdout is not None):
         raise ConfigError("--retain / --holdout go with --forget FILE (the forget set to evaluate)")
@@ -53,7 +55,7 @@ def evaluate(model: ModelLike, scenario: str | Scenario | None = "synthetic", *,
         if scen is None:  # unreachable: checked above; narrows the type
             raise ConfigError("give what to evaluate: --scenario NAME or --forget FILE")
         m, tok, name = load_model(model, "model")
-        runner = make_runner(m, tok, cfg, name, progress, source=model)  # tokenised as `model` was trained
+        runner = make_runner(m, tok, cfg, label or name, progress, source=model)  # tokenised as `model` was trained
         ref = resolve_reference(reference, scen, cfg)
         result = evaluate_runner(runner, scen, cfg, ref)
         if out is not None and dist.is_main():  # under torchrun every rank holds the gathered result; one writes

@@ -280,7 +280,7 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
     summary = absent = None
     if eval_scen is not None:
         res = run_eval((new_model, tok), eval_scen, reference=reference, out=final / "eval", config=eval_config,
-                       progress=eval_progress)
+                       progress=eval_progress, label=str(out_p))  # (in memory it still bears the input's path)
         summary, absent = res.summary, res.meta.get("absent")
         record["metrics_after"] = ledger.key_metrics(summary)
     if dist.is_main():
