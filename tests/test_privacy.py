@@ -56,8 +56,8 @@ def test_no_forget_text_in_any_output(tmp_path, monkeypatch, caplog, cli):
     assert code == 0, out
     logs.append(out)
     assert (tmp_path / "unlearned" / "ledger.jsonl").is_file()
-    meta = json.loads((tmp_path / "unlearned" / "eval" / "eval.json").read_text())["meta"]
-    assert meta["model"]["name"] == str(tmp_path / "unlearned")  # the unlearned model, not the input it came from
+    evaluated = json.loads((tmp_path / "unlearned" / "eval" / "eval.json").read_text())["model"]
+    assert evaluated["name"] == str(tmp_path / "unlearned")  # the unlearned model, not the input it came from
     from obliviate.runs.bench import bench
 
     board = bench("synthetic", ["ga", "icu"], tmp_path / "bench", jobs=1,
