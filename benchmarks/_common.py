@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OBLIVIATE_TOFU_DIR", str(ROOT.parent / "shared" / "data" / "tofu"))
 
 
+def model_of(base: str, scenario: str):
+    """(model, tokenizer): a pretrained base (`obliviate ls bases`) as it installs, or for `tiny` the scenario's
+    built tiny target (built first where it is not cached)."""
+    from obliviate import api
+    from obliviate.models.bases import resolve_base
+    from obliviate.models.loading import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(api.build(scenario, base="tiny").target if base == "tiny" else resolve_base(base))
+
+
 def fmt(v: Any) -> str:
     from obliviate.eval.report import fmt_value
 

@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 
-import _common  # noqa: F401  (offline; the TOFU data beside the checkout)
+import _common  # (offline; the TOFU data beside the checkout)
 
 import numpy as np
 import torch
 
-from obliviate import api
 from obliviate.data.records import Split
 from obliviate.eval import runner as R
-from obliviate.models.bases import resolve_base
-from obliviate.models.loading import load_model_and_tokenizer
 from obliviate.runs.common import load_scenario
 
 
@@ -36,8 +33,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    path = api.build(args.scenario, base="tiny").target if args.base == "tiny" else resolve_base(args.base)
-    model, tok = load_model_and_tokenizer(path)
+    model, tok = _common.model_of(args.base, args.scenario)
     scen = load_scenario(args.scenario)
     full = scen.eval_splits[args.split]
     split = Split(full.name, full.records[:args.items], full.source)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from obliviate.errors import ObliviateError
-from obliviate.utils.progress import EVERY_S, clock, describe
+from obliviate.utils.progress import EVERY_S, clock, describe, resumed, step_label
 from obliviate.utils.threads import apply_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -307,7 +307,7 @@ def train_progress():
         def update(ev) -> None:  # ev: obliviate.methods.ProgressEvent
             nonlocal task
             if ev.kind == "resume":  # said without -v: a resumed run must not pass for a fresh one
-                bar.console.print(f"resuming after epoch {ev.epoch} of {ev.epochs}")
+                bar.console.print(resumed(ev))
                 return
             said = describe(ev)
             if said is None:
@@ -316,7 +316,7 @@ def train_progress():
             if task is None:
                 task = bar.add_task("unlearn", total=ev.total, where="", terms="")
             bar.update(task, total=ev.total, completed=ev.step, where=where, terms=terms)
-            log(task, f"unlearn, {where} ({terms}):" if terms else f"unlearn, {where}:")
+            log(task, step_label(where, terms))
 
         passes: dict[str, int] = {}
 

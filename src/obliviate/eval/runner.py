@@ -83,8 +83,9 @@ class ModelRunner:
         """The teacher-forced stats of `pairs`; with `vocab_stats`, also Min-K%++'s μ and σ (a costlier pass). A
         pass that has them serves a request without them."""
         enc = self.encode(pairs)
-        full = self.cache.key("logprob", self._pass_id, encoded_key(enc), {"v": 1})
-        keys = [full] if vocab_stats else [full, self.cache.key("logprob", self._pass_id, encoded_key(enc),
+        inputs = encoded_key(enc)
+        full = self.cache.key("logprob", self._pass_id, inputs, {"v": 1})
+        keys = [full] if vocab_stats else [full, self.cache.key("logprob", self._pass_id, inputs,
                                                                  {"v": 1, "vocab_stats": False})]
         for key in keys:
             if key in self._mem:

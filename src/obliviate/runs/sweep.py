@@ -62,7 +62,7 @@ from obliviate.runs.space import describe, nest, resolve_space, start_params, su
 from obliviate.runs.unlearn import eval_scenario, unlearn, work_dir_for
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, atomic_write_text, claim_output, lock_path, read_json
-from obliviate.utils.progress import LineProgress
+from obliviate.utils.progress import LineProgress, resumed
 from obliviate.utils import dist
 
 log = logging.getLogger(__name__)
@@ -482,7 +482,7 @@ def _trial_runner(p: _Plan, out_p: Path, target, ref_eval: Path | None, threshol
 
         def on_event(ev: ProgressEvent) -> None:
             if ev.kind == "resume":
-                say(f"trial {trial.number}: resuming after epoch {ev.epoch} of {ev.epochs}")
+                say(f"trial {trial.number}: {resumed(ev)}")
             if ev.kind != "epoch" or ev.epoch is None:
                 return
             curves = ", ".join(f"{k.removesuffix('_eval').replace('_', ' ')} {v:.3g}" for k, v in ev.terms.items()

@@ -34,6 +34,7 @@ from obliviate.utils import dist
 from obliviate.utils.hashing import file_hash, stable_hash
 from obliviate.utils.io import atomic_write_json, claim_output, read_json
 from obliviate.utils.memory import peak_bytes, reset_peak
+from obliviate.utils.progress import resumed as resume_notice
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,8 @@ def _run(model, info: MethodInfo, cfg: Config, out_p: Path, f_recs: list[QA], r_
         raise
     resumed = _resume_point(work, cfg) if not fresh else None
     if resumed is not None:
-        _say(progress, ProgressEvent("resume", epoch=resumed[0], epochs=resumed[1]),
-             f"resuming after epoch {resumed[0]} of {resumed[1]}")
+        event = ProgressEvent("resume", epoch=resumed[0], epochs=resumed[1])
+        _say(progress, event, resume_notice(event))
     clock = _Clock(work, carried=not fresh)
     reset_peak()
     try:

@@ -28,6 +28,16 @@ def describe(ev: Any) -> tuple[str, str] | None:
     return where, "  ".join(f"{k} {v:.3g}" for k, v in ev.terms.items())
 
 
+def step_label(where: str, terms: str) -> str:
+    """What a training line calls its step: `unlearn, epoch 2/5 (npo 0.61  retain_kl 0.02):`."""
+    return f"unlearn, {where} ({terms}):" if terms else f"unlearn, {where}:"
+
+
+def resumed(ev: Any) -> str:
+    """The notice of a resumed run (a ProgressEvent of kind "resume"): it must not pass for a fresh one."""
+    return f"resuming after epoch {ev.epoch} of {ev.epochs}"
+
+
 class LineProgress:
     """One job's progress as plain lines: `train` takes a method's ProgressEvents, `passes` an evaluation's
     (description, done, total). Each task (the training; each model pass) says `JOB: what done/total  h:mm:ss
@@ -52,12 +62,11 @@ class LineProgress:
 
     def train(self, ev: Any) -> None:
         if ev.kind == "resume":
-            self.write(f"{self.job}: resuming after epoch {ev.epoch} of {ev.epochs}")
+            self.write(f"{self.job}: {resumed(ev)}")
             return
         said = describe(ev)
         if said is not None:
-            where, terms = said
-            self._report("train", f"unlearn, {where}" + (f" ({terms})" if terms else "") + ":", ev.step, ev.total)
+            self._report("train", step_label(*said), ev.step, ev.total)
 
     def passes(self, desc: str, done: int, total: int) -> None:
         self._report(f"pass {desc}", f"eval, {desc}:", done, total)
