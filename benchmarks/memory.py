@@ -6,6 +6,8 @@ weights, their gradients and AdamW's state are what FSDP shards. The two runs' f
     python benchmarks/memory.py --model tiny         # the same on a tiny built model (seconds; no wheel needed)
     python benchmarks/memory.py --method npo_kl      # a method with a frozen reference copy (sharded too)
     python benchmarks/memory.py --phases             # + where each process's peak comes from (a phase timeline)
+    python benchmarks/memory.py --model 360m-shape   # a randomly initialised model of SmolLM2-360M's shape (362M
+                                                     # parameters, the 135M base's tokenizer): how the ratio scales
 
 Each run's peak is its manifest's `peak_memory_bytes_per_rank`: the kernel's resident high-water mark (VmHWM) of
 each process from the start of training (the model already loaded) to the saved output. Printed: per-rank peaks,
@@ -42,7 +44,34 @@ def _model(name: str, work: Path, env: dict[str, str]) -> Path:
         return Path(name)
     from obliviate.models.bases import resolve_base
 
+    if name == "360m-shape":
+        return _shaped(Path(resolve_base("smollm2-135m")), work / "smollm2-360m-shape")
     return Path(resolve_base(name))
+
+
+SMOLLM2_360M_SHAPE = dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+                          num_key_value_heads=5)
+
+
+def _shaped(base: Path, out: Path) -> Path:
+    """A randomly initialised Llama of SmolLM2-360M's shape (the 135M base's config otherwise, its tokenizer and
+    chat template), saved once to `out`: memory does not depend on the weights' values."""
+    if (out / "model.safetensors").is_file():
+        return out
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig.from_pretrained(base)
+    for k, v in SMOLLM2_360M_SHAPE.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (base / f).is_file():
+            shutil.copy(base / f, out / f)
+    return out
 
 
 def _phases(folder: Path) -> list[str]:
