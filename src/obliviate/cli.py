@@ -574,6 +574,8 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
                                                          "scenario's): general = it plus the base's own answers to "
                                                          "general-knowledge questions (pretrained bases), or a QA "
                                                          "file; the evaluation stays the scenario's")] = None,
+          seeds: Annotated[int, typer.Option(help="training seeds per method (its config's seed, + 1, ...): every "
+                                                  "run's row, and each method's mean, spread and range across them")] = 1,
           overrides: Overrides = None) -> None:
     """Run every method on a scenario, evaluate each, and write a leaderboard and report.html."""
     from obliviate import api
@@ -591,7 +593,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
     board = api.bench(scenario, names, out, jobs, data, paper_defaults, per_method,
                       progress=lambda msg: err.print(f"[dim]{msg}[/]"),
                       attacks=[a.strip() for a in attacks.split(",")] if attacks else (), presets=presets, base=base,
-                      build=recipe, retain=retain)
+                      build=recipe, retain=retain, seeds=seeds)
     _print_board(board)
     con.print(f"report: {(out / 'report.html').resolve()}")
 
@@ -608,13 +610,25 @@ def _print_board(board: dict) -> None:
     for r in board["rows"]:
         t.add_row(r["name"], *(fmt_value(r.get(c)) for c in cols) if not r.get("error") else ["failed"] + [""] * 4)
     con.print(t)
+    if board.get("across_seeds"):
+        from obliviate.bench.report import spread_text
+
+        t = Table(title=f"across {board['seeds']} training seeds: mean ± std [lowest, highest]")
+        t.add_column("method")
+        t.add_column("runs", justify="right")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for e in board["across_seeds"]:
+            t.add_row(e["method"], f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else ""),
+                      *(spread_text(e["metrics"].get(c)) for c in cols))
+        con.print(t)
 
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="where the demo writes its results")] = Path("runs/demo")) -> None:
     """The main job: `obliviate bench` on the embedded scenario with every method; prints the report's path."""
     bench(scenario="synthetic", methods=None, out=out, jobs=0, data=None, attacks=None, paper_defaults=False,
-          presets=None, base="tiny", overrides=None)
+          presets=None, base="tiny", seeds=1, overrides=None)
 
 
 @app.command()

@@ -210,6 +210,8 @@ CASES: dict[str, Case] = {
     "bench/override-without-method": case("bench", "--methods", "ga", "--out", "{out}", "lr=1e-3",
                                           needles="must name a method"),
     "bench/negative-jobs": case("bench", "--methods", "ga", "--jobs", "-1", "--out", "{out}", needles="--jobs -1"),
+    "bench/zero-seeds": case("bench", "--methods", "ga", "--seeds", "0", "--out", "{out}",
+                             needles=("--seeds 0", "1 or more")),
     "bench/unknown-method-key": case("bench", "--methods", "ga", "--out", "{out}", "ga.lrr=1",
                                      needles="unknown key 'lrr'"),
     "bench/override-of-unrun-method": case("bench", "--methods", "ga", "--out", "{out}", "npo.lr=1e-3",

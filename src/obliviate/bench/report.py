@@ -43,7 +43,41 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
     lines += ["", "FQ: forget quality (KS-test p-value vs the retain model). MU: model utility. privleak: Min-K% "
               "((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) x100, the field's sign (0 ideal, −100 memorised, < 0 "
               "still recognisable). AUCs: forget (members) vs holdout (non-members).", ""]
+    if board.get("across_seeds"):
+        cols = _spread_columns(board["across_seeds"])
+        lines += [f"## Across {board['seeds']} training seeds", "",
+                  "Each cell: mean ± sample standard deviation [lowest, highest] over the method's runs.", "",
+                  "| method | runs | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        for e in board["across_seeds"]:
+            runs = f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
+            lines.append(f"| {e['method']} | {runs} | "
+                         + " | ".join(spread_text(e["metrics"].get(k)) for k, _ in cols) + " |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _spread_columns(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The leaderboard's columns that some method's spread reports (its metrics, then the wall time)."""
+    return [(k, h) for k, h, _ in COLUMNS if any(k in e["metrics"] for e in entries)]
+
+
+def spread_text(s: dict[str, Any] | None) -> str:
+    """'mean ± std [min, max]' of one metric's spread across seeds; '–' when no run reports it."""
+    if not s:
+        return "–"
+    return f"{fmt_value(s['mean'])} ± {fmt_value(s['std'])} [{fmt_value(s['min'])}, {fmt_value(s['max'])}]"
+
+
+def spread_html(entries: list[dict[str, Any]], seeds: int) -> str:
+    cols = _spread_columns(entries)
+    head = "<tr><th>method</th><th>runs</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in cols) + "</tr>"
+    body = "".join(f"<tr><td>{html.escape(e['method'])}</td><td>{e['runs']}"
+                   + (f" ({e['failed']} failed)" if e["failed"] else "") + "</td>"
+                   + "".join(f"<td>{html.escape(spread_text(e['metrics'].get(k)))}</td>" for k, _ in cols) + "</tr>"
+                   for e in entries)
+    return (f"<h2>Across {seeds} training seeds</h2><p class='note'>Each cell: mean ± sample standard deviation "
+            f"[lowest, highest] over the method's runs.</p><table id='seeds'><thead>{head}</thead><tbody>{body}"
+            "</tbody></table>")
 
 
 def _svg(fig) -> str:
@@ -187,6 +221,7 @@ def write_report(out: Path, board: dict[str, Any]) -> None:
              "harmonic mean of 9 numbers. privleak: ((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) × 100 with "
              "Min-K%, the field's sign (MUSE, OpenUnlearning; 0 ideal, −100 memorised, &lt; 0 still recognisable). "
              "AUCs: forget (members) vs holdout (non-members), 0.5 = indistinguishable.</p>",
+             *([spread_html(board["across_seeds"], board["seeds"])] if board.get("across_seeds") else []),
              "<h2>Forget quality vs model utility</h2>", f"<div id='scatter'>{scatter_svg(rows)}</div>"]
     curves = curves_svg(out, rows)
     if curves:

@@ -3,12 +3,14 @@
 Layout of the output directory:
     models → the target/retain build (in the cache), eval/target, eval/retain (the reference evaluation),
     runs/<method>/ (the unlearned model, manifest.json, history, eval/), runs/<method>.error.json on failure,
+    runs/<method>.seed<S>/ for the further training seeds of `seeds` > 1,
     retain-general.jsonl (with retain="general"), leaderboard.json, leaderboard.md, report.html.
 A method that fails is recorded with its error and the run goes on; a rerun skips finished methods (same config)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -54,6 +56,18 @@ class Job:
     out: str
     threads: int
     retain: str | None = None  # a retain file trained on in place of the scenario's retain set
+    name: str = ""  # the run's name (its directory under runs/): the method's, or METHOD.seedS for a further seed
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.method
+
+
+def run_names(method: str, config: dict[str, Any], seeds: int) -> list[tuple[str, dict[str, Any]]]:
+    """The runs of one method under `seeds` training seeds: (name, config) pairs. The first is the method's own run
+    (its name and config unchanged, so a benchmark rerun with more seeds reuses it); the others train with the
+    config's seed + 1, + 2, ... under METHOD.seedS."""
+    first = int(config.get("seed", 0))
+    return [(method, config)] + [(f"{method}.seed{first + k}", {**config, "seed": first + k}) for k in range(1, seeds)]
 
 
 def _job_key(job: Job) -> str:
@@ -71,18 +85,18 @@ def run_job(job: Job) -> dict[str, Any]:
     t0 = time.time()
     try:
         scen = load_scenario(job.scenario, **job.scenario_options)
-        said = LineProgress(job.method)  # a worker draws no bars: a line per minute says where it is
+        said = LineProgress(job.name)  # a worker draws no bars: a line per minute says where it is
         unlearn(job.target, job.method, out=out, scenario=scen, retain=job.retain, config=job.config, overwrite=True,
                 evaluate=True, reference=job.reference_eval, progress=said.train, eval_progress=said.passes)
         atomic_write_json(out / "bench.json", {"key": _job_key(job)})
         err_file.unlink(missing_ok=True)
-        return {"method": job.method, "ok": True, "seconds": round(time.time() - t0, 1)}
+        return {"method": job.name, "ok": True, "seconds": round(time.time() - t0, 1)}
     except BaseException as e:  # recorded, and the benchmark goes on
         if isinstance(e, KeyboardInterrupt):
             raise
         atomic_write_json(err_file, {"method": job.method, "error": f"{type(e).__name__}: {e}",
                                      "traceback": traceback.format_exc(), "config": job.config})
-        return {"method": job.method, "ok": False, "error": f"{type(e).__name__}: {e}"}
+        return {"method": job.name, "ok": False, "error": f"{type(e).__name__}: {e}"}
 
 
 def finished(job: Job) -> bool:
@@ -116,7 +130,7 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
           scenario_options: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
           attacks: Sequence[str] = (), presets: str | os.PathLike[str] | None = None,
           base: str = "tiny", build: dict[str, Any] | None = None,
-          retain: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+          retain: str | os.PathLike[str] | None = None, seeds: int = 1) -> dict[str, Any]:
     """Build or reuse the models (`base`: tiny, or a pretrained base fine-tuned on the scenario, as `build`), run
     every method (default: all registered), evaluate, write the report. Methods start from the base's scale
     presets (bench/presets.py; a base without one runs the methods' own defaults, as `paper_defaults`).
@@ -135,6 +149,8 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
         ATTACKS.get(a)
     if jobs < 0:
         raise ConfigError(f"--jobs {jobs}: give 0 (auto) or the number of methods to run side by side")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: give the number of training seeds per method (1 or more)")
     unknown = sorted(set(overrides or {}) - set(names))
     if unknown:
         raise ConfigError(f"overrides for {', '.join(unknown)}, which this benchmark does not run (methods: "
@@ -155,7 +171,8 @@ def bench(scenario: str = "synthetic", methods: Sequence[str] | None = None, out
     with claim_output(out, reuse=True) as out_p:  # an existing benchmark directory is resumed into
         out_p.mkdir(parents=True, exist_ok=True)
         return _bench(scenario, names, out_p, jobs, paper_defaults, overrides, scen_opts, say, attacks,
-                      file_presets, str(presets) if presets is not None else None, base, build_over, retain_label)
+                      file_presets, str(presets) if presets is not None else None, base, build_over, retain_label,
+                      seeds)
 
 
 def _warn_retain_mismatch(presets: str | os.PathLike[str], names: Sequence[str], retain: str | None,
@@ -180,7 +197,7 @@ def method_config(name: str, scenario: str, paper_defaults: bool, file_presets: 
 def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaults: bool,
            overrides: dict[str, dict] | None, scen_opts: dict[str, Any], say: Callable[[str], None],
            attacks: Sequence[str], file_presets: dict[str, dict], presets: str | None, base: str,
-           build_over: dict[str, Any], retain: str | None = None) -> dict[str, Any]:
+           build_over: dict[str, Any], retain: str | None = None, seeds: int = 1) -> dict[str, Any]:
     say(f"building (or reusing) the {scenario} target and retain models on base {base}")
     if not paper_defaults and not has_scale(base):
         say(f"no scale presets for base {base} (bench/presets.py): the methods run their own (the papers') defaults")
@@ -195,18 +212,21 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
     n_jobs = jobs or max(1, min(2, thread_budget()))
     threads = per_job(n_jobs)  # OBLIVIATE_THREADS, when set, is the whole bench's budget
     todo = []
+    runs: list[tuple[str, str]] = []  # (method, run name), in the leaderboard's order
     for n in names:
         cfg = method_config(n, scenario, paper_defaults, file_presets, overrides, base)
-        job = Job(n, cfg, str(built.target), str(out_p / "eval" / "retain"), scenario, scen_opts,
-                  str(out_p / "runs" / n), threads, retain_file)
-        if finished(job):
-            say(f"{n}: already done, skipped")
-        else:
-            todo.append(job)
+        for run, run_cfg in run_names(n, cfg, seeds):
+            runs.append((n, run))
+            job = Job(n, run_cfg, str(built.target), str(out_p / "eval" / "retain"), scenario, scen_opts,
+                      str(out_p / "runs" / run), threads, retain_file, run)
+            if finished(job):
+                say(f"{run}: already done, skipped")
+            else:
+                todo.append(job)
     todo.sort(key=lambda j: -COST.get(j.method, 1.0))
     t0 = time.time()
     if todo:
-        say(f"running {len(todo)} method(s), {n_jobs} at a time, {threads} thread(s) each")
+        say(f"running {len(todo)} method run(s), {n_jobs} at a time, {threads} thread(s) each")
         if n_jobs == 1:
             results = [run_job(j) for j in todo]
         else:
@@ -215,13 +235,15 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
                 for r in pool.imap_unordered(run_job, todo):
                     say(f"{r['method']}: {'done in ' + str(r['seconds']) + ' s' if r['ok'] else 'FAILED: ' + r['error']}")
                     results.append(r)
-    rows = collect_rows(out_p, names, built.target, evals)
+    rows = collect_rows(out_p, runs, built.target, evals)
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say, retain=built.retain)
     recipe = {k: v for k, v in build_over.items() if k not in ("base", "scenario_options")}
     board = {"scenario": scenario, "scenario_options": scen_opts, "base": base, "build": recipe, "retain": retain,
              "models": str(built.target.parent),
              "paper_defaults": paper_defaults, "presets": presets, "rows": rows, "wall_time_s": round(time.time() - t0, 1)}
+    if seeds > 1:
+        board.update(seeds=seeds, across_seeds=across_seeds(rows))
     atomic_write_json(out_p / "leaderboard.json", board)
     write_report(out_p, board)
     return board
@@ -238,21 +260,46 @@ def _same_models(out: Path, key: str | None) -> None:
                           "base or build recipe); give another --out, or delete it to start afresh")
 
 
-def collect_rows(out: Path, names: Sequence[str], target: Path, evals: dict[str, dict]) -> list[dict[str, Any]]:
+def collect_rows(out: Path, runs: Sequence[str | tuple[str, str]], target: Path,
+                 evals: dict[str, dict]) -> list[dict[str, Any]]:
+    """The leaderboard's rows: the target and retain models, then each run (a method's name, or (method, run name)
+    for one of several seeds) that finished or failed."""
     rows = [{"name": "target", "kind": "reference", **{k: evals["target"].get(k) for k in ROW_KEYS}},
             {"name": "retain", "kind": "reference", **{k: evals["retain"].get(k) for k in ROW_KEYS}}]
-    for n in names:
+    for entry in runs:
+        method, n = (entry, entry) if isinstance(entry, str) else entry
         run = out / "runs" / n
         err = run.with_name(n + ".error.json")
         if (run / "eval" / "summary.json").is_file():
             s = read_json(run / "eval" / "summary.json")
             man = read_json(run / "manifest.json")
-            rows.append({"name": n, "kind": "method", **{k: s.get(k) for k in ROW_KEYS},
+            rows.append({"name": n, "kind": "method", "method": method, **{k: s.get(k) for k in ROW_KEYS},
                          "wall_time_s": man.get("wall_time_s"), "peak_memory_mb": round(man["peak_memory_bytes"] / 2**20, 1),
                          "params_changed": round(changed_fraction(target, run), 6), "config": man.get("config")})
         elif err.is_file():
-            rows.append({"name": n, "kind": "method", "error": read_json(err)["error"]})
+            rows.append({"name": n, "kind": "method", "method": method, "error": read_json(err)["error"]})
     return rows
+
+
+SPREAD_KEYS = (*ROW_KEYS, "wall_time_s")
+
+
+def across_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each method's spread over its seeds' rows (failed runs left out, and counted): per metric the mean, the
+    sample standard deviation (0 for one run) and the range, over the runs that report it."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows if r.get("kind") == "method"):
+        mine = [r for r in rows if r.get("method") == method]
+        ok = [r for r in mine if not r.get("error")]
+        entry: dict[str, Any] = {"method": method, "runs": len(ok), "failed": len(mine) - len(ok), "metrics": {}}
+        for k in SPREAD_KEYS:
+            vals = [float(r[k]) for r in ok if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+            if vals:
+                mean = sum(vals) / len(vals)
+                std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+                entry["metrics"][k] = {"mean": mean, "std": std, "min": min(vals), "max": max(vals), "n": len(vals)}
+        out.append(entry)
+    return out
 
 
 def clean(out: str | os.PathLike[str]) -> None:
