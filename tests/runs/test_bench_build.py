@@ -140,7 +140,7 @@ def test_a_retain_file_is_checked_up_front_and_recorded_absolute(tmp_path, monke
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.slow  # a toy build, three evaluations and one method (~40 s): make test-all, CI
+@pytest.mark.slow  # a toy build, four evaluations and one method under two seeds (~50 s): make test-all, CI
 def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch, capsys):
     """End to end on a toy build: the method's run reads the file (its manifest's retain hash and count are the
     file's), the evaluation stays the scenario's, and the leaderboard records the file. The job says where it is
@@ -157,8 +157,14 @@ def test_a_benchmark_trains_on_the_retain_file_it_is_given(tmp_path, monkeypatch
     board = B.bench("synthetic", ["graddiff"], tmp_path / "b", jobs=1, scenario_options=opts, retain=str(retain),
                     build={"model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
                                      "vocab_size": 400}, "train": {"epochs": 1}},
-                    overrides={"graddiff": {"epochs": 1, "batch_size": 4}}, progress=lambda m: None)
+                    overrides={"graddiff": {"epochs": 1, "batch_size": 4}}, progress=lambda m: None, seeds=2)
     assert board["retain"] == str(retain.resolve())
+    # the second seed is another run: its own row and config, other weights, and the spread across the two
+    runs = tmp_path / "b" / "runs"
+    assert read_json(runs / "graddiff.seed1" / "manifest.json")["config"]["seed"] == 1
+    assert read_json(runs / "graddiff" / "manifest.json")["config"]["seed"] == 0
+    assert B.changed_fraction(runs / "graddiff", runs / "graddiff.seed1") > 0.01
+    assert [e["runs"] for e in board["across_seeds"]] == [2]
     row = next(r for r in board["rows"] if r["name"] == "graddiff")
     assert not row.get("error") and row["model_utility"] is not None
     data = read_json(tmp_path / "b" / "runs" / "graddiff" / "manifest.json")["data"]
