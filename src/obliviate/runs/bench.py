@@ -90,13 +90,13 @@ def run_job(job: Job) -> dict[str, Any]:
                 evaluate=True, reference=job.reference_eval, progress=said.train, eval_progress=said.passes)
         atomic_write_json(out / "bench.json", {"key": _job_key(job)})
         err_file.unlink(missing_ok=True)
-        return {"method": job.name, "ok": True, "seconds": round(time.time() - t0, 1)}
+        return {"run": job.name, "ok": True, "seconds": round(time.time() - t0, 1)}
     except BaseException as e:  # recorded, and the benchmark goes on
         if isinstance(e, KeyboardInterrupt):
             raise
         atomic_write_json(err_file, {"method": job.method, "error": f"{type(e).__name__}: {e}",
                                      "traceback": traceback.format_exc(), "config": job.config})
-        return {"method": job.name, "ok": False, "error": f"{type(e).__name__}: {e}"}
+        return {"run": job.name, "ok": False, "error": f"{type(e).__name__}: {e}"}
 
 
 def finished(job: Job) -> bool:
@@ -233,7 +233,7 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
             with mp.get_context("spawn").Pool(n_jobs, maxtasksperchild=1) as pool:
                 results = []
                 for r in pool.imap_unordered(run_job, todo):
-                    say(f"{r['method']}: {'done in ' + str(r['seconds']) + ' s' if r['ok'] else 'FAILED: ' + r['error']}")
+                    say(f"{r['run']}: {'done in ' + str(r['seconds']) + ' s' if r['ok'] else 'FAILED: ' + r['error']}")
                     results.append(r)
     rows = collect_rows(out_p, runs, built.target, evals)
     if attacks:
