@@ -611,7 +611,7 @@ def _print_board(board: dict) -> None:
         t.add_row(r["name"], *(fmt_value(r.get(c)) for c in cols) if not r.get("error") else ["failed"] + [""] * 4)
     con.print(t)
     if board.get("across_seeds"):
-        from obliviate.bench.report import spread_text
+        from obliviate.bench.report import runs_text, spread_text
 
         t = Table(title=f"across {board['seeds']} training seeds: mean ± std [lowest, highest]")
         t.add_column("method")
@@ -619,7 +619,7 @@ def _print_board(board: dict) -> None:
         for c in cols:
             t.add_column(c, justify="right")
         for e in board["across_seeds"]:
-            t.add_row(e["method"], f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else ""),
+            t.add_row(e["method"], runs_text(e),
                       *(spread_text(e["metrics"].get(c)) for c in cols))
         con.print(t)
 

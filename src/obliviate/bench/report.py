@@ -49,8 +49,7 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
                   "Each cell: mean ± sample standard deviation [lowest, highest] over the method's runs.", "",
                   "| method | runs | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 2) + "|"]
         for e in board["across_seeds"]:
-            runs = f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
-            lines.append(f"| {e['method']} | {runs} | "
+            lines.append(f"| {e['method']} | {runs_text(e)} | "
                          + " | ".join(spread_text(e["metrics"].get(k)) for k, _ in cols) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -59,6 +58,11 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
 def _spread_columns(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The leaderboard's columns that some method's spread reports (its metrics, then the wall time)."""
     return [(k, h) for k, h, _ in COLUMNS if any(k in e["metrics"] for e in entries)]
+
+
+def runs_text(entry: dict[str, Any]) -> str:
+    """A method's run count across seeds, with its failed runs when there are any."""
+    return f"{entry['runs']}" + (f" ({entry['failed']} failed)" if entry["failed"] else "")
 
 
 def spread_text(s: dict[str, Any] | None) -> str:
@@ -71,8 +75,7 @@ def spread_text(s: dict[str, Any] | None) -> str:
 def spread_html(entries: list[dict[str, Any]], seeds: int) -> str:
     cols = _spread_columns(entries)
     head = "<tr><th>method</th><th>runs</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in cols) + "</tr>"
-    body = "".join(f"<tr><td>{html.escape(e['method'])}</td><td>{e['runs']}"
-                   + (f" ({e['failed']} failed)" if e["failed"] else "") + "</td>"
+    body = "".join(f"<tr><td>{html.escape(e['method'])}</td><td>{runs_text(e)}</td>"
                    + "".join(f"<td>{html.escape(spread_text(e['metrics'].get(k)))}</td>" for k, _ in cols) + "</tr>"
                    for e in entries)
     return (f"<h2>Across {seeds} training seeds</h2><p class='note'>Each cell: mean ± sample standard deviation "
