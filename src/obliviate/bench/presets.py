@@ -154,6 +154,9 @@ SMOLLM2: dict[str, dict[str, Any]] = {
     # person (shared_value=subject, benchmarks/unierase_edit.py): 0.084 / 0.225 / 0.252, [UNL] the first answer
     # token of 36 of the 40 forget questions; that plus value_target=token_refusal: 0.171 / 0.250 / 0.195 (not
     # adopted). The retain items in Stage I kept the tiny targets from emitting [UNL] after ordinary answers.
+    # Sequential mode (10 requests of 4 questions) on the KL-281 build: 0.016 / 0.075 / 0.91 x target, [UNL] first
+    # for every edited question after every request; the answers are declines of the model's own ("I'm not a real
+    # person.") that the refusal detector does not count.
     "unierase": {"token_negatives": 64, "token_batch_size": 8, "token_schedule": [(15, 5e-2), (5, 5e-3)],
                  "token_formats": ["template"], "noise_clip": 2.0, "shared_value": "subject",
                  "edit": {"v_lr": 0.5, "clamp_norm_factor": 4.0, "l2": 1.0}},
