@@ -143,10 +143,11 @@ SMOLLM2: dict[str, dict[str, Any]] = {
     # RMU trains three down-projections itself (no LoRA); layer = the paper's relative depth (6 of 30). The steering
     # coefficient is measured from the model (4 x the forget activations' norm, RMUConfig), alpha as on tiny.
     "rmu": {"batch_size": 8, "epochs": 5, "warmup_epochs": 1, "lr": 1e-3, "alpha": 10.0},
-    # the augmented teacher: the paper's 10 epochs on the forget set, through LoRA. Measured on the KL-281 build (lr
-    # 1e-3, KL over general knowledge, weight 5; FQ / MU / forget / retain ROUGE-L): 3 epochs 0.014 / 0.390 / 0.620 /
-    # 0.968, 10 epochs 0.029 / 0.376 / 0.254 / 0.771 in the same wall time (the teacher bounds how far RKLD forgets).
-    "rkld": _real(3e-4, aug_epochs=10, aug_lr=3e-4),
+    # the augmented teacher: RKLDConfig's aug_epochs, the paper's 10 epochs on the forget set, through LoRA. Measured
+    # on the KL-281 build (lr 1e-3, KL over general knowledge, weight 5; FQ / MU / forget / retain ROUGE-L): 3 epochs
+    # 0.014 / 0.390 / 0.620 / 0.968, 10 epochs 0.029 / 0.376 / 0.254 / 0.771 in the same wall time (the teacher
+    # bounds how far RKLD forgets).
+    "rkld": _real(3e-4, aug_lr=3e-4),
     # 8 epochs, not the paper's 20-30: at 20 (KL-281 build, general retain pool) the refinement empties the active
     # set as the paper describes, but the ascent on the last, hardest samples takes the model with it: FQ 0.029,
     # MU 0.140 (0.36 x target), retain ROUGE-L 0.294.
