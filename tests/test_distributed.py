@@ -56,6 +56,26 @@ def test_single_process_is_a_no_op():
     assert dist.all_gather_objects({"a": [1, 2]}) == [{"a": [1, 2]}]
     assert dist.broadcast_object({"a": [1, 2]}) == {"a": [1, 2]}
     dist.barrier()
+    assert dist.leave(0) is None and dist.leave(2) is None  # no process group: the process exits as Python does
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_rank_leaves_with_its_code_its_output_flushed(tmp_path, code):
+    """A rank ends through dist.leave: the launcher sees each rank's exit code (0, or the command's own), and what
+    a rank printed without a newline still reaches the output (the streams are flushed before the interpreter's
+    teardown is skipped)."""
+    script = tmp_path / "rank.py"
+    script.write_text("import sys\nfrom obliviate.utils import dist\n\ndist.barrier()\n"
+                      "print(f'rank {dist.rank()} done', end='')\ndist.leave(int(sys.argv[1]))\nsys.exit(99)\n")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(_free_port()), str(script), str(code)], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=300)
+    assert "rank 0 done" in res.stdout and "rank 1 done" in res.stdout
+    if code == 0:
+        assert res.returncode == 0, res.stderr[-2000:]
+    else:
+        assert res.returncode != 0 and f"exitcode  : {code} " in res.stderr and "exitcode  : 99" not in res.stderr
 
 
 def test_the_written_fsdp_config_reads_back_as_accelerate_reads_it(monkeypatch):

@@ -64,8 +64,22 @@ INTERRUPTED = "interrupted: rerun the same command to resume"
 
 def run() -> None:
     """Console-script entry point: user errors -> one line, exit code 2; Ctrl-C -> one line, exit code 130.
-    Without standalone mode click RETURNS the exit code of an abort (130 on Ctrl-C) instead of exiting, so the
-    return value is passed on (ignoring it made an interrupted run exit 0)."""
+    A rank of a multi-process run (torchrun / accelerate launch) leaves through `dist.leave` with the same code,
+    its process group closed and the interpreter's teardown skipped (see there)."""
+    from obliviate.utils import dist
+
+    try:
+        _run()
+    except SystemExit as e:
+        dist.leave(e.code)  # returns only in a process that holds no process group
+        raise
+    dist.leave(0)
+
+
+def _run() -> None:
+    """The command, its errors mapped to exit codes. Without standalone mode click RETURNS the exit code of an
+    abort (130 on Ctrl-C) instead of exiting, so the return value is passed on (ignoring it made an interrupted run
+    exit 0)."""
     try:
         rc = app(standalone_mode=False)
     except ObliviateError as e:
