@@ -40,22 +40,23 @@ def _close_group() -> None:
 
 
 def leave(code: int | str | None) -> None:
-    """End this process with exit `code` once its command is done, when it is a rank of a process group; return
-    (doing nothing) in a process without one, which exits as Python does.
+    """End this process with exit `code` once its command is done, when it is one rank of several; return (doing
+    nothing) in a process without a group of two or more, which exits as Python does.
 
     A rank that succeeded waits for the others (a barrier), every rank closes the group, flushes its output and
-    exits at once, skipping the interpreter's teardown. With only the group closed at exit (the `atexit` handler
-    above, which stays for API users), a rank of a resumed FSDP run aborted after its work was done ("terminate
-    called without an active exception", SIGABRT: once in CI, not reproduced in 40 runs here), and the launcher
-    reported the run as failed; Python's finalisation and the C++ destructors after it are where such exit-time
-    aborts come from, and no rank runs them now. Everything obliviate writes is complete and renamed into place
-    before this, and the streams are flushed."""
+    exits at once. With only the group closed at exit (the `atexit` handler above, which stays for API users), a
+    rank of a resumed FSDP run aborted after its work was done ("terminate called without an active exception",
+    SIGABRT after its last epoch: once in CI; not reproduced here in 40 plain and 21 resumed FSDP runs) and the
+    launcher reported the run as failed. The message is the one gloo's threads give when they are destroyed still
+    running (pytorch/pytorch#190489); a rank that exits at once runs neither Python's finalisation nor the C++
+    destructors after it. Everything obliviate writes is complete and renamed into place before this, and the
+    streams are flushed."""
     import logging
     import sys
 
     import torch.distributed as tdist
 
-    if not (tdist.is_available() and tdist.is_initialized()):
+    if not (tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
         return
     if isinstance(code, str):  # sys.exit("message"): printed, exit 1, as Python does
         print(code, file=sys.stderr)
