@@ -63,7 +63,7 @@ def leave(code: int | str | None) -> None:
     status = code if isinstance(code, int) else 0 if code is None else 1
     if status == 0:
         with contextlib.suppress(Exception):  # a peer that failed has left: its failure is the launcher's to report
-            tdist.barrier()
+            barrier()
     with contextlib.suppress(Exception):
         _close_group()
     logging.shutdown()
