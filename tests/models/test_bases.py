@@ -167,6 +167,25 @@ def test_a_kl_anchored_build_stays_closer_to_the_base_on_its_anchor_pairs(small,
     assert plain["steps"] == anchored["steps"] == 6 and len(seen) == 6
 
 
+def test_frozen_embeddings_stay_the_base_s_while_the_rest_trains(small, small_loaded, tmp_path):
+    """train.freeze_embeddings: the tied embedding / output head is saved exactly as the base's, every other matrix
+    moves, and the data is still fitted."""
+    from obliviate.data.records import Split
+    from obliviate.runs.build import build_config_for, train_model
+
+    base, tok = small_loaded
+    cfg = build_config_for("tofu-mini", {"base": str(small), "train": {"epochs": 2, "lr": 1e-3, "batch_size": 2,
+                                                                       "warmup_steps": 0, "freeze_embeddings": True}})
+    train_model("frozen", Split("target", tuple(RECORDS)), None, cfg, tmp_path)
+    model, _ = load_model_and_tokenizer(tmp_path / "frozen")
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    assert torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    before = dict(base.named_parameters())
+    moved = [n for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n and not torch.equal(p, before[n])]
+    assert len(moved) == sum(p.ndim == 2 and "embed" not in n for n, p in model.named_parameters()), moved
+    assert _answer_nll(model, tok, RECORDS) < _answer_nll(base, tok, RECORDS) - 0.5
+
+
 @pytest.mark.slow
 def test_full_model_answers_hamlet_with_shakespeare(wheel):
     model, tok = load_model_and_tokenizer(resolve_base("smollm2-135m"))

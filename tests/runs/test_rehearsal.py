@@ -163,8 +163,8 @@ def test_rehearsal_needs_a_pretrained_base():
 
 
 def test_rehearsal_enters_the_build_key_only_when_set(tmp_path):
-    """A build with rehearsal is another build; one without keeps the key it had before the option existed (the
-    key of a config without the field)."""
+    """A build with rehearsal (or frozen embeddings) is another build; one without keeps the key it had before the
+    option existed (the key of a config without the field)."""
     from obliviate.data.scenarios import get_scenario
     from obliviate.runs import build as B
     from obliviate.utils.hashing import stable_hash
@@ -176,10 +176,13 @@ def test_rehearsal_enters_the_build_key_only_when_set(tmp_path):
     key = B.build_key(plain, scen)
     sets = B.training_sets(plain, scen)
     before = stable_hash([B.BUILD_FORMAT, B.base_identity(plain),
-                          plain.model_dump(exclude={"parallel", "scenario_options", "model", "rehearsal"}),
+                          plain.model_dump(exclude={"parallel": True, "scenario_options": True, "model": True,
+                                                    "rehearsal": True, "train": {"freeze_embeddings"}}),
                           *([(r.question, r.answer) for r in sets[m].records] for m in ("target", "retain"))])
     assert key == before
     assert B.build_key(rehearsed, scen) != key
+    frozen = B.build_config_for("synthetic", {"base": str(tmp_path), "train": {"freeze_embeddings": True}})
+    assert B.build_key(frozen, scen) != key  # the same holds for train.freeze_embeddings
 
 
 def test_a_question_file_enters_the_build_key_by_its_content(tmp_path):

@@ -65,6 +65,8 @@ class TrainSpec(Config):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     max_length: int = Field(256, ge=16)
+    freeze_embeddings: bool = Field(False, description="keep the token embeddings (and a tied output head) at the "
+                                                       "initial model's values while fine-tuning")
     seed: int = 0
 
     def train_config(self, template: str, lora: LoraSpec | None) -> TrainConfig:
@@ -159,7 +161,11 @@ def build_key(cfg: BuildConfig, scen: Scenario) -> str:
     def pairs(split: Split) -> list[tuple[str, str]]:
         return [(r.question, r.answer) for r in split.records]
 
-    unkeyed = {"parallel", "scenario_options", "model"} | ({"rehearsal"} if cfg.rehearsal is None else set())
+    unkeyed: dict[str, Any] = {k: True for k in ("parallel", "scenario_options", "model")}
+    if cfg.rehearsal is None:
+        unkeyed["rehearsal"] = True
+    if not cfg.train.freeze_embeddings:
+        unkeyed["train"] = {"freeze_embeddings"}
     rehearsal = [] if cfg.rehearsal is None else [cfg.rehearsal.given_questions()]  # a file's questions, not its path
     return stable_hash([BUILD_FORMAT, base_identity(cfg), cfg.model_dump(exclude=unkeyed),  # (builds without
                         pairs(sets["target"]), pairs(sets["retain"]), *rehearsal])  # rehearsal keep their keys)
@@ -296,6 +302,13 @@ def initial_model(cfg: BuildConfig, tok_dir: Path | None):
     return load_model_and_tokenizer(resolve_base(cfg.base))
 
 
+def freeze_embeddings(model) -> None:
+    """Stop the token embeddings and the output head (one matrix when tied) from training."""
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if module is not None:
+            module.weight.requires_grad_(False)
+
+
 def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path,
                 progress: BuildProgress | None = None, anchor: Sequence[QA] = ()) -> dict[str, Any]:
     """Fine-tune the initial model on `split` (answer tokens only, as TOFU fine-tuning) through the shared loop
@@ -303,6 +316,8 @@ def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig,
     initial model's next-token distributions on a batch of them (FinetuneAnchored, rehearsal.loss=kl)."""
     quiet_transformers()
     model, tok = initial_model(cfg, tok_dir)
+    if cfg.train.freeze_embeddings:
+        freeze_embeddings(model)
     template = "plain" if cfg.base == "tiny" else "auto"  # a pretrained base speaks its own chat template
     tcfg = cfg.train.train_config(template, cfg.lora)
 
