@@ -87,11 +87,7 @@ def main() -> int:
         print(f"\n== {scen} on {args.base}: build {wall:.0f} s (limit {limit:.0f} s){' [cached]' if res.cached else ''}")
         print(f"   target evaluation: {eval_s:.0f} s (these metrics; passes cached per model fingerprint)")
         print(f"   models: {res.target.parent}  params: {res.info['models']['target']['params']:,}")
-        for label, get, op, thr in CHECKS:
-            v = get(tgt, ret)
-            good = v is not None and (v >= thr if op == ">=" else v <= thr)
-            ok &= good
-            print(f"   {label:<38} {v:.4g}  ({op} {thr})  {'ok' if good else 'MISSED'}")
+        ok &= run_checks(CHECKS, tgt, ret)
         good = wall <= limit
         ok &= good
         print(f"   {'build wall time':<38} {wall:.0f} s  (<= {limit:.0f} s)  {'ok' if good else 'MISSED'}")
@@ -102,10 +98,20 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def run_checks(checks, tgt: dict, ret: dict | None) -> bool:
+    """Each (label, getter, comparison, threshold) of `checks` on the target's / retain model's summaries, printed;
+    True when all hold."""
+    ok = True
+    for label, get, op, thr in checks:
+        v = get(tgt, ret)
+        good = v is not None and (v >= thr if op == ">=" else v <= thr)
+        ok &= good
+        print(f"   {label:<38} {v:.4g}  ({op} {thr})  {'ok' if good else 'MISSED'}")
+    return ok
+
+
 def general_checks(tgt: dict, base: str, scen: str) -> bool:
     """The target's general knowledge against the untouched base's (within 0.05), printed; True when both hold."""
-    from obliviate import api
-
     ok = True
     ref = api.evaluate(base, scen, config={"metrics": list(GENERAL)}, progress=_pass_done).summary
     for k in GENERAL:
@@ -120,7 +126,6 @@ def target_only(scenarios: list[str], base: str, overrides: dict, out: str | Non
     that read it alone."""
     import torch
 
-    from obliviate import api
     from obliviate.data.scenarios import get_scenario
     from obliviate.runs import build as B
 
@@ -140,11 +145,7 @@ def target_only(scenarios: list[str], base: str, overrides: dict, out: str | Non
         tgt = api.evaluate(dest / "target", scen, config={"metrics": metrics}, progress=_pass_done).summary
         print(f"\n== {scen_name} on {base}, the target alone: {wall:.0f} s on one thread (training {info['train_time_s']:.0f} s, "
               f"final loss {info['final_loss']}); kept in {dest}")
-        for label, get, op, thr in CHECKS[:2]:
-            v = get(tgt, None)
-            good = v is not None and (v >= thr if op == ">=" else v <= thr)
-            ok &= good
-            print(f"   {label:<38} {v:.4g}  ({op} {thr})  {'ok' if good else 'MISSED'}")
+        ok &= run_checks(CHECKS[:2], tgt, None)  # the two that read the target alone
         ok &= general_checks(tgt, base, scen_name)
     return 0 if ok else 1
 
