@@ -6,9 +6,13 @@ import re
 
 import pytest
 
-from obliviate.data.general import GENERAL_FACTS, GENERAL_QUESTIONS, states
+from obliviate.data.general import _WIDE, GENERAL_FACTS, GENERAL_QUESTIONS, GENERAL_WIDE, states
 from obliviate.data.records import load_split
 from obliviate.eval.metrics import rouge_l_f1
+
+
+# the checks marked SOURCES run on both lists: GENERAL_FACTS (`general`, `known`) and GENERAL_WIDE (`wide`)
+SOURCES = pytest.mark.parametrize("facts", [GENERAL_FACTS, GENERAL_WIDE], ids=["facts", "wide"])
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +27,30 @@ def test_questions_are_distinct_questions():
     assert all(q.endswith("?") and refs and all(refs) for q, refs in GENERAL_FACTS.items())
 
 
-def test_no_question_restates_a_tofu_general_question(general_sets):
-    worst = max(((rouge_l_f1(q, r.question), q, r.question) for q in GENERAL_FACTS for r in general_sets))
+def test_wide_extends_the_facts():
+    assert list(GENERAL_WIDE)[: len(GENERAL_FACTS)] == list(GENERAL_FACTS)
+    assert len(GENERAL_WIDE) == len(GENERAL_FACTS) + len(_WIDE) >= 550  # no _WIDE question repeats an earlier one
+
+
+@SOURCES
+def test_every_question_is_a_distinct_question_with_references(facts):
+    assert len(facts) == len({q.lower() for q in facts})
+    assert all(q.endswith("?") and refs and all(refs) for q, refs in facts.items())
+
+
+@SOURCES
+def test_no_question_restates_a_tofu_general_question(general_sets, facts):
+    worst = max(((rouge_l_f1(q, r.question), q, r.question) for q in facts for r in general_sets))
     assert worst[0] < 0.7, worst  # rehearsal's own guard (RehearsalSpec.guard) drops a question at 0.7
 
 
-def test_no_question_names_what_a_tofu_general_question_asks_or_answers(general_sets):
+@SOURCES
+def test_no_question_names_what_a_tofu_general_question_asks_or_answers(general_sets, facts):
     """No TOFU answer (an author, a place, a year) and no quoted title of a TOFU question appears in our questions or
     their reference answers (rehearsal keeps the base's answers that state those)."""
     names = {r.answer.strip().lower() for r in general_sets} - {""}
     names |= {t.lower() for r in general_sets for t in re.findall(r"'([A-Z][^']{3,})'", r.question)}
-    texts = [*GENERAL_FACTS, *(r for refs in GENERAL_FACTS.values() for r in refs)]
+    texts = [*facts, *(r for refs in facts.values() for r in refs)]
     hits = [(t, n) for t in texts for n in names if re.search(rf"\b{re.escape(n)}\b", t.lower())]
     assert not hits
 
