@@ -449,3 +449,54 @@ def test_rank_shares_make_up_the_batch(n, world):
     assert (0 in sizes) == (n < world)
     filled = [sh["retain"] for sh in shares if sh["retain"]]
     assert all(set(a).isdisjoint(b) for a, b in zip(filled, filled[1:]))
+
+
+@pytest.mark.parametrize("retain_size", [1, 6])
+def test_epoch_plan_draws_retain_batches_of_the_size_asked(retain_size):
+    """`retain_size` (a method's smaller or larger retain batch, e.g. the builder's KL anchor) sets every step's
+    retain batch, whatever the forget batch; the forget side is the plan without it."""
+    plan = epoch_plan(10, 7, 4, 0, 0, VIEWS, retain_size=retain_size)
+    assert all(len(step["retain"]) == retain_size and all(0 <= i < 7 for i in step["retain"]) for step in plan)
+    assert [s["forget"] for s in plan] == [s["forget"] for s in epoch_plan(10, 7, 4, 0, 0, VIEWS)]
+
+
+def test_rank_shares_cut_views_of_different_sizes_each_in_proportion():
+    """A retain batch smaller than the forget batch is cut by its own size: each view's shares make it up exactly,
+    and a share may be empty (the engine then leaves the view out of that micro-batch)."""
+    step = {"forget": [0, 1, 2, 3], "retain": [7]}
+    shares = [rank_share(step, r, 2) for r in range(2)]
+    assert [sh["forget"] for sh in shares] == [[0, 1], [2, 3]]
+    assert [i for sh in shares for i in sh["retain"]] == [7] and [] in [sh["retain"] for sh in shares]
+
+
+def _anchored(tiny_model_dir, forget, retain, work: Path, grad_accum: int) -> tuple[dict, list[int]]:
+    """FinetuneAnchored through the shared loop with 1 anchor pair per step of 4: its weights, and the retain
+    items each step's losses received."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from obliviate.methods.common import AnchoredConfig, FinetuneAnchored
+    from obliviate.methods.engine import train
+
+    class Spy(FinetuneAnchored):
+        def loss(self, batch, model, ref):
+            seen[-1] += len(batch["retain"]["index"]) if "retain" in batch else 0
+            return super().loss(batch, model, ref)
+
+    seen = [0]  # the anchor items of the step running now (each step event closes one and opens the next)
+    method = Spy(AnchoredConfig(**{**CFG, "epochs": 2}, grad_accum=grad_accum, anchor_batch=1, anchor_weight=5.0,
+                                template="plain", checkpoint=False))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trained, _ = train(method, model, tok, forget, retain, work,
+                       lambda ev: seen.append(0) if ev.kind == "step" else None)
+    return {k: v.detach().clone() for k, v in trained.state_dict().items()}, seen[:-1]
+
+
+def test_a_smaller_anchor_batch_is_one_item_per_step_and_split_by_grad_accum_exactly(tiny_model_dir, forget_records,
+                                                                                      retain_records, tmp_path):
+    """AnchoredConfig.anchor_batch=1 with batch 4: every optimiser step's losses see one anchor (retain) item, and
+    2 micro-batches (one of them without the anchor) give the weights of one batch (the step's denominators)."""
+    w1, seen1 = _anchored(tiny_model_dir, forget_records, retain_records, tmp_path / "a1", 1)
+    w2, seen2 = _anchored(tiny_model_dir, forget_records, retain_records, tmp_path / "a2", 2)
+    assert seen1 == seen2 == [1] * len(seen1) and len(seen1) >= 2
+    assert _max_abs_diff(w1, w2) <= 1e-4

@@ -86,11 +86,13 @@ def test_given_questions_are_answered_not_sampled(monkeypatch, tmp_path):
 
 
 def test_general_source_and_a_missing_file():
-    from obliviate.data.general import GENERAL_QUESTIONS
+    from obliviate.data.general import GENERAL_FACTS, GENERAL_QUESTIONS, GENERAL_WIDE
 
     assert R.RehearsalSpec(source="general").given_questions() == list(GENERAL_QUESTIONS)
+    assert R.RehearsalSpec(source="wide").given_questions() == list(GENERAL_WIDE)
+    assert len(GENERAL_WIDE) > len(GENERAL_FACTS) == len(R.RehearsalSpec(source="facts").given_questions())
     assert R.RehearsalSpec().given_questions() is None
-    with pytest.raises(ValueError, match="neither 'self', 'general', 'facts', 'known' nor an existing"):
+    with pytest.raises(ValueError, match="neither 'self', 'general', 'facts', 'known', 'wide' nor an existing"):
         R.RehearsalSpec(source="no/such/questions.txt")
 
 
@@ -183,6 +185,22 @@ def test_rehearsal_enters_the_build_key_only_when_set(tmp_path):
     assert B.build_key(rehearsed, scen) != key
     frozen = B.build_config_for("synthetic", {"base": str(tmp_path), "train": {"freeze_embeddings": True}})
     assert B.build_key(frozen, scen) != key  # the same holds for train.freeze_embeddings
+    anchored = {"base": str(tmp_path), "rehearsal": {"n": 10, "loss": "kl"}}  # and for rehearsal.batch
+    anchor_key = B.build_key(B.build_config_for("synthetic", anchored), scen)
+    assert anchor_key == stable_hash([B.BUILD_FORMAT, B.base_identity(plain), B.build_config_for(
+        "synthetic", anchored).model_dump(exclude={"parallel": True, "scenario_options": True, "model": True,
+                                                  "rehearsal": {"batch"}, "train": {"freeze_embeddings"}}),
+        *([(r.question, r.answer) for r in sets[m].records] for m in ("target", "retain")), None])
+    smaller = {**anchored, "rehearsal": {**anchored["rehearsal"], "batch": 2}}
+    assert B.build_key(B.build_config_for("synthetic", smaller), scen) != anchor_key
+
+
+def test_an_anchor_batch_without_the_anchor_is_refused():
+    from obliviate.runs.rehearsal import RehearsalSpec
+
+    with pytest.raises(ValueError, match="rehearsal.loss=kl"):
+        RehearsalSpec(batch=4)
+    assert RehearsalSpec(batch=4, loss="kl").batch == 4
 
 
 def test_a_question_file_enters_the_build_key_by_its_content(tmp_path):

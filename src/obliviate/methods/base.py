@@ -313,6 +313,10 @@ class GradientMethod(Method):
         """Optional: extra views aligned item-by-item with the forget set (e.g. ICU's analogous samples)."""
         return {}
 
+    def retain_batch(self) -> int | None:
+        """Optional: retain items drawn per optimiser step (None = as many as the step's forget items)."""
+        return None
+
     def active_forget(self) -> list[int] | None:
         """Optional: the forget indices still in training (None = all), for methods that retire samples."""
         return None

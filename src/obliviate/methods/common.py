@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from obliviate.eval.passes import answer_nll, compact_logits
 from obliviate.methods.base import GradientMethod, LossOutput, TrainConfig
@@ -84,6 +85,8 @@ class FinetuneNLL(GradientMethod):
 
 class AnchoredConfig(TrainConfig):
     anchor_weight: float = 1.0
+    anchor_batch: int | None = Field(None, ge=1, description="anchor pairs per optimiser step (None: as many as "
+                                                              "the step's training pairs)")
 
 
 class FinetuneAnchored(FinetuneNLL):
@@ -101,3 +104,6 @@ class FinetuneAnchored(FinetuneNLL):
         fit = super().loss(batch, model, ref)
         keep, terms = retain_term("kl", model, ref, batch.get("retain"))
         return LossOutput(fit.loss + cfg.anchor_weight * keep, {**fit.terms, **terms})
+
+    def retain_batch(self) -> int | None:
+        return self.cfg.anchor_batch  # type: ignore[attr-defined]

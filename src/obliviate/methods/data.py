@@ -62,9 +62,9 @@ class Views:
 
 def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: int,
                paired_views: Sequence[str], active: Sequence[int] | None = None,
-               lengths: Sequence[int] | None = None) -> list[dict[str, list[int]]]:
+               lengths: Sequence[int] | None = None, retain_size: int | None = None) -> list[dict[str, list[int]]]:
     """The batches of one epoch: the forget set (or its `active` subset) shuffled and cut into batches; for each,
-    a retain batch of the same size drawn at random (without replacement within the batch). Forget-side views
+    a retain batch of the same size (or of `retain_size`) drawn at random (without replacement within the batch). Forget-side views
     share the forget indices. With `lengths` (TrainConfig.batching = length_grouped) the shuffled order is cut
     into chunks of 32 batches, each sorted by length, and the batches are shuffled: as random, with far less
     padding. Deterministic in (seed, epoch, active)."""
@@ -83,18 +83,21 @@ def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: 
     for idx in batches:
         step: dict[str, list[int]] = {v: idx for v in paired_views if v != "retain"}
         if "retain" in paired_views:
-            step["retain"] = torch.randperm(n_retain, generator=g)[: len(idx)].tolist() if n_retain >= len(idx) \
-                else torch.randint(n_retain, (len(idx),), generator=g).tolist()
+            n = len(idx) if retain_size is None else retain_size
+            step["retain"] = torch.randperm(n_retain, generator=g)[:n].tolist() if n_retain >= n \
+                else torch.randint(n_retain, (n,), generator=g).tolist()
         plan.append(step)
     return plan
 
 
 def rank_share(batch: dict[str, list[int]], rank: int, world: int) -> dict[str, list[int]]:
-    """This rank's contiguous share of a (micro-)batch under `world` processes (the same cut for every view); empty
-    where the batch has fewer items than processes. The shares of all ranks make up the batch exactly."""
-    n = len(next(iter(batch.values())))
-    lo, hi = round(rank * n / world), round((rank + 1) * n / world)
-    return {v: idx[lo:hi] for v, idx in batch.items()}
+    """This rank's contiguous share of a (micro-)batch under `world` processes (the same cut for views of the same
+    size, each view cut in proportion to its own size); empty where the batch has fewer items than processes. The
+    shares of all ranks make up the batch exactly."""
+    def cut(idx: list[int]) -> list[int]:
+        return idx[round(rank * len(idx) / world):round((rank + 1) * len(idx) / world)]
+
+    return {v: cut(idx) for v, idx in batch.items()}
 
 
 def split_step(step: dict[str, list[int]], k: int) -> list[dict[str, list[int]]]:

@@ -211,7 +211,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
         active = method.active_forget()
         if active is not None and not active:
             break
-        plan = epoch_plan(n_forget, n_retain, cfg.batch_size, cfg.seed, epoch, method.views, active, lengths)
+        plan = epoch_plan(n_forget, n_retain, cfg.batch_size, cfg.seed, epoch, method.views, active, lengths,
+                          method.retain_batch())
         sums: dict[str, float] = {}
         for step_idx in plan:
             group = split_step(step_idx, cfg.grad_accum)
@@ -228,6 +229,8 @@ def train(method: GradientMethod, model, tokenizer, forget: Sequence[QA], retain
                         share, weight = {v: idx[:1] for v, idx in micro_idx.items()}, 0.0
                 batch: Batch = {}
                 for v, idx in share.items():
+                    if not idx:  # a view smaller than the step's micro-batches (a smaller retain batch): absent
+                        continue
                     b = {key: t.to(device) for key, t in views.collate(v, idx).items()}
                     b["tok_denom"] = torch.tensor(denoms[v][0], device=device)
                     b["seq_denom"] = torch.tensor(denoms[v][1], device=device)

@@ -164,6 +164,8 @@ def build_key(cfg: BuildConfig, scen: Scenario) -> str:
     unkeyed: dict[str, Any] = {k: True for k in ("parallel", "scenario_options", "model")}
     if cfg.rehearsal is None:
         unkeyed["rehearsal"] = True
+    elif cfg.rehearsal.batch is None:  # keyed only when set: earlier rehearsal builds keep their keys
+        unkeyed["rehearsal"] = {"batch"}
     if not cfg.train.freeze_embeddings:
         unkeyed["train"] = {"freeze_embeddings"}
     rehearsal = [] if cfg.rehearsal is None else [cfg.rehearsal.given_questions()]  # a file's questions, not its path
@@ -329,7 +331,7 @@ def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig,
     if anchor:
         assert cfg.rehearsal is not None
         method: FinetuneNLL = FinetuneAnchored(AnchoredConfig.model_validate(
-            {**tcfg.model_dump(), "anchor_weight": cfg.rehearsal.weight}))
+            {**tcfg.model_dump(), "anchor_weight": cfg.rehearsal.weight, "anchor_batch": cfg.rehearsal.batch}))
     else:
         method = FinetuneNLL(tcfg)
     trained, state = train(method, model, tok, list(split.records), list(anchor), out / f".{name}.work", on_event)

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from obliviate.config import Config
-from obliviate.data.general import GENERAL_FACTS, GENERAL_QUESTIONS, states
+from obliviate.data.general import GENERAL_FACTS, GENERAL_QUESTIONS, GENERAL_WIDE, states
 from obliviate.data.records import QA, load_file, write_records
 from obliviate.data.templates import Formatter
 from obliviate.errors import ConfigError, DataError
@@ -52,7 +52,9 @@ class RehearsalSpec(Config):
                                             "(obliviate's list, disjoint from TOFU's general sets) | facts (a "
                                             "longer list of the same kind, 281 questions) | known (the questions of "
                                             "`facts` the base answers right, by their reference answers: facts it "
-                                            "already knows) | a .txt file with one question per line")
+                                            "already knows) | wide (`facts` and 322 more of the same kinds, "
+                                            "603 questions: wider coverage for the KL anchor) | a .txt file with "
+                                            "one question per line")
     n: int = Field(100, ge=1, description="most rehearsal pairs trained beside the scenario's question/answer data")
     instruction: str = Field("Ask me one short general-knowledge question. Write only the question.",
                              description="what the base is asked, to write each question")
@@ -71,15 +73,25 @@ class RehearsalSpec(Config):
                                        "base's full next-token distributions on them, KL(p_base || p) over their "
                                        "answer tokens, beside the scenario's NLL")
     weight: float = Field(1.0, gt=0, description="loss=kl: the anchor term's weight")
+    batch: int | None = Field(None, ge=1, description="loss=kl: anchor pairs per training step (default: the "
+                                                      "training batch); each costs a forward and backward of the "
+                                                      "model and a forward of the frozen base")
     seed: int = 0
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v not in ("self", "general", "facts", "known") and not Path(v).is_file():
-            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general', 'facts', 'known' nor an existing "
-                             "file of questions (one per line)")
+        if v not in ("self", "general", "facts", "known", "wide") and not Path(v).is_file():
+            raise ValueError(f"rehearsal.source={v!r} is neither 'self', 'general', 'facts', 'known', 'wide' nor an "
+                             "existing file of questions (one per line)")
         return v
+
+    @model_validator(mode="after")
+    def _batch_needs_the_anchor(self) -> "RehearsalSpec":
+        if self.batch is not None and self.loss != "kl":
+            raise ValueError(f"rehearsal.batch={self.batch} sizes the KL anchor's batch, but rehearsal.loss="
+                             f"{self.loss!r} trains the pairs as data (set rehearsal.loss=kl, or drop rehearsal.batch)")
+        return self
 
     def given_questions(self) -> list[str] | None:
         """The questions of a `general` or file source (None when the base writes its own)."""
@@ -89,6 +101,8 @@ class RehearsalSpec(Config):
             return list(GENERAL_QUESTIONS)
         if self.source in ("facts", "known"):
             return list(GENERAL_FACTS)
+        if self.source == "wide":
+            return list(GENERAL_WIDE)
         return [line.strip() for line in Path(self.source).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
