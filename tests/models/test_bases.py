@@ -186,6 +186,31 @@ def test_frozen_embeddings_stay_the_base_s_while_the_rest_trains(small, small_lo
     assert _answer_nll(model, tok, RECORDS) < _answer_nll(base, tok, RECORDS) - 0.5
 
 
+def test_frozen_lower_layers_stay_the_base_s_and_all_layers_frozen_is_refused(small, small_loaded, tmp_path):
+    """train.freeze_layers=1 on the 2-layer weights: every matrix of layer 0 is saved exactly as the base's, every
+    one of layer 1 moves, the data is still fitted; freezing both layers is a ConfigError that says how many."""
+    from obliviate.data.records import Split
+    from obliviate.errors import ConfigError
+    from obliviate.runs.build import build_config_for, train_model
+
+    base, tok = small_loaded
+    recipe = {"epochs": 2, "lr": 1e-3, "batch_size": 2, "warmup_steps": 0, "freeze_layers": 1}
+    train_model("lower", Split("target", tuple(RECORDS)), None,
+                build_config_for("tofu-mini", {"base": str(small), "train": recipe}), tmp_path)
+    model, _ = load_model_and_tokenizer(tmp_path / "lower")
+    before = dict(base.named_parameters())
+    for n, p in model.named_parameters():
+        if ".layers.0." in n:
+            assert torch.equal(p, before[n]), n
+        elif ".layers.1." in n and p.ndim == 2:
+            assert not torch.equal(p, before[n]), n
+    assert _answer_nll(model, tok, RECORDS) < _answer_nll(base, tok, RECORDS) - 0.5
+    with pytest.raises(ConfigError, match="freezes every one of the model's 2 decoder layers"):
+        train_model("all", Split("target", tuple(RECORDS)), None,
+                    build_config_for("tofu-mini", {"base": str(small), "train": {**recipe, "freeze_layers": 2}}),
+                    tmp_path)
+
+
 @pytest.mark.slow
 def test_full_model_answers_hamlet_with_shakespeare(wheel):
     model, tok = load_model_and_tokenizer(resolve_base("smollm2-135m"))

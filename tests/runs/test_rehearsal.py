@@ -179,17 +179,19 @@ def test_rehearsal_enters_the_build_key_only_when_set(tmp_path):
     sets = B.training_sets(plain, scen)
     before = stable_hash([B.BUILD_FORMAT, B.base_identity(plain),
                           plain.model_dump(exclude={"parallel": True, "scenario_options": True, "model": True,
-                                                    "rehearsal": True, "train": {"freeze_embeddings"}}),
+                                                    "rehearsal": True, "train": {"freeze_embeddings", "freeze_layers"}}),
                           *([(r.question, r.answer) for r in sets[m].records] for m in ("target", "retain"))])
     assert key == before
     assert B.build_key(rehearsed, scen) != key
     frozen = B.build_config_for("synthetic", {"base": str(tmp_path), "train": {"freeze_embeddings": True}})
     assert B.build_key(frozen, scen) != key  # the same holds for train.freeze_embeddings
+    lower = B.build_config_for("synthetic", {"base": str(tmp_path), "train": {"freeze_layers": 2}})
+    assert B.build_key(lower, scen) not in (key, B.build_key(frozen, scen))  # and train.freeze_layers
     anchored = {"base": str(tmp_path), "rehearsal": {"n": 10, "loss": "kl"}}  # and for rehearsal.batch
     anchor_key = B.build_key(B.build_config_for("synthetic", anchored), scen)
     assert anchor_key == stable_hash([B.BUILD_FORMAT, B.base_identity(plain), B.build_config_for(
         "synthetic", anchored).model_dump(exclude={"parallel": True, "scenario_options": True, "model": True,
-                                                  "rehearsal": {"batch"}, "train": {"freeze_embeddings"}}),
+                                                  "rehearsal": {"batch"}, "train": {"freeze_embeddings", "freeze_layers"}}),
         *([(r.question, r.answer) for r in sets[m].records] for m in ("target", "retain")), None])
     smaller = {**anchored, "rehearsal": {**anchored["rehearsal"], "batch": 2}}
     assert B.build_key(B.build_config_for("synthetic", smaller), scen) != anchor_key

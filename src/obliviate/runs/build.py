@@ -32,10 +32,12 @@ from pydantic import Field, model_validator
 from obliviate.config import Config, build_config, deep_merge
 from obliviate.data.records import QA, Split
 from obliviate.data.scenarios import Scenario, get_scenario
+from obliviate.errors import ConfigError
 from obliviate.methods.base import LoraSpec, ProgressEvent, TrainConfig
 from obliviate.methods.common import AnchoredConfig, FinetuneAnchored, FinetuneNLL
 from obliviate.methods.engine import train
 from obliviate.models.bases import resolve_base
+from obliviate.models.layers import decoder_layers
 from obliviate.models.loading import load_model_and_tokenizer, quiet_transformers
 from obliviate.models.tiny import TinyModelSpec, build_model, n_params, train_tokenizer
 from obliviate.runs.rehearsal import RehearsalSpec, scenario_questions, synthesize
@@ -67,6 +69,8 @@ class TrainSpec(Config):
     max_length: int = Field(256, ge=16)
     freeze_embeddings: bool = Field(False, description="keep the token embeddings (and a tied output head) at the "
                                                        "initial model's values while fine-tuning")
+    freeze_layers: int = Field(0, ge=0, description="keep the first N decoder layers at the initial model's values "
+                                                    "(backward then stops above them: less compute per step)")
     seed: int = 0
 
     def train_config(self, template: str, lora: LoraSpec | None) -> TrainConfig:
@@ -166,8 +170,9 @@ def build_key(cfg: BuildConfig, scen: Scenario) -> str:
         unkeyed["rehearsal"] = True
     elif cfg.rehearsal.batch is None:  # keyed only when set: earlier rehearsal builds keep their keys
         unkeyed["rehearsal"] = {"batch"}
-    if not cfg.train.freeze_embeddings:
-        unkeyed["train"] = {"freeze_embeddings"}
+    unset = {k for k in ("freeze_embeddings", "freeze_layers") if not getattr(cfg.train, k)}
+    if unset:  # keyed only when set: earlier builds keep their keys
+        unkeyed["train"] = unset
     rehearsal = [] if cfg.rehearsal is None else [cfg.rehearsal.given_questions()]  # a file's questions, not its path
     return stable_hash([BUILD_FORMAT, base_identity(cfg), cfg.model_dump(exclude=unkeyed),  # (builds without
                         pairs(sets["target"]), pairs(sets["retain"]), *rehearsal])  # rehearsal keep their keys)
@@ -311,6 +316,16 @@ def freeze_embeddings(model) -> None:
             module.weight.requires_grad_(False)
 
 
+def freeze_layers(model, n: int) -> None:
+    """Stop the first `n` decoder layers from training (n must leave at least one to train)."""
+    layers = decoder_layers(model)
+    if n >= len(layers):
+        raise ConfigError(f"train.freeze_layers={n} freezes every one of the model's {len(layers)} decoder layers: "
+                          f"give fewer than {len(layers)}")
+    for layer in layers[:n]:
+        layer.requires_grad_(False)
+
+
 def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig, out: Path,
                 progress: BuildProgress | None = None, anchor: Sequence[QA] = ()) -> dict[str, Any]:
     """Fine-tune the initial model on `split` (answer tokens only, as TOFU fine-tuning) through the shared loop
@@ -320,6 +335,8 @@ def train_model(name: str, split: Split, tok_dir: Path | None, cfg: BuildConfig,
     model, tok = initial_model(cfg, tok_dir)
     if cfg.train.freeze_embeddings:
         freeze_embeddings(model)
+    if cfg.train.freeze_layers:
+        freeze_layers(model, cfg.train.freeze_layers)
     template = "plain" if cfg.base == "tiny" else "auto"  # a pretrained base speaks its own chat template
     tcfg = cfg.train.train_config(template, cfg.lora)
 
