@@ -70,7 +70,8 @@ class TrainSpec(Config):
     freeze_embeddings: bool = Field(False, description="keep the token embeddings (and a tied output head) at the "
                                                        "initial model's values while fine-tuning")
     freeze_layers: int = Field(0, ge=0, description="keep the first N decoder layers at the initial model's values "
-                                                    "(backward then stops above them: less compute per step)")
+                                                    "(with freeze_embeddings, backward then stops above them: less "
+                                                    "compute per step)")
     seed: int = 0
 
     def train_config(self, template: str, lora: LoraSpec | None) -> TrainConfig:
