@@ -64,10 +64,10 @@ def epoch_plan(n_forget: int, n_retain: int, batch_size: int, seed: int, epoch: 
                paired_views: Sequence[str], active: Sequence[int] | None = None,
                lengths: Sequence[int] | None = None, retain_size: int | None = None) -> list[dict[str, list[int]]]:
     """The batches of one epoch: the forget set (or its `active` subset) shuffled and cut into batches; for each,
-    a retain batch of the same size (or of `retain_size`) drawn at random (without replacement within the batch). Forget-side views
-    share the forget indices. With `lengths` (TrainConfig.batching = length_grouped) the shuffled order is cut
-    into chunks of 32 batches, each sorted by length, and the batches are shuffled: as random, with far less
-    padding. Deterministic in (seed, epoch, active)."""
+    a retain batch of the same size (or of `retain_size`) drawn at random (without replacement within the batch).
+    Forget-side views share the forget indices. With `lengths` (TrainConfig.batching = length_grouped) the shuffled
+    order is cut into chunks of 32 batches, each sorted by length, and the batches are shuffled: as random, with far
+    less padding. Deterministic in (seed, epoch, active)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     pool = list(range(n_forget)) if active is None else list(active)
     order = [pool[i] for i in torch.randperm(len(pool), generator=g).tolist()]
