@@ -93,6 +93,8 @@ CASES: dict[str, Case] = {
     "build/out-is-a-file": case("build", "synthetic", "--out", "{data}/not_a_dir.txt", needles="is a file"),
     "build/missing-tofu-data": case("build", "tofu-mini", "--data", "{tmp}/no-such-dir", needles="does not exist"),
     "build/override-without-value": case("build", "synthetic", "epochs", needles="key=value"),
+    "build/freeze-every-layer": case("build", "synthetic", "train.freeze_layers=4",
+                                     needles="freezes every one of the model's 4 decoder layers"),
     # eval
     "eval/missing-model": case("eval", "--model", "{tmp}/no-such-model", "--out", "{out}",
                                needles="no such model directory"),

@@ -3,6 +3,8 @@ any of the scenario's), answers cut to whole sentences, the sources, and the bui
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from obliviate.runs import rehearsal as R
@@ -220,3 +222,29 @@ def test_a_question_file_enters_the_build_key_by_its_content(tmp_path):
         keys.append(B.build_key(B.build_config_for("synthetic", {"base": str(tmp_path),
                                                                  "rehearsal": {"source": str(qfile)}}), scen))
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_freezing_every_layer_is_refused_before_the_base_writes_its_answers(monkeypatch, tmp_path):
+    """The depth comes from the base's config: train.freeze_layers=2 on a 2-layer base is refused before the
+    rehearsal synthesis (minutes on a real base) and leaves no build behind; 1 gets as far as the synthesis."""
+    from obliviate.errors import ConfigError
+    from obliviate.runs import build as B
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2}))
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+
+    class Synthesised(Exception):
+        pass
+
+    def synthesis(*a, **k):
+        raise Synthesised
+
+    monkeypatch.setattr(B, "rehearsal_set", synthesis)
+    recipe = {"base": str(base), "rehearsal": {"n": 10}}
+    with pytest.raises(ConfigError, match="freezes every one of the model's 2 decoder layers: give fewer than 2"):
+        B.build("synthetic", overrides={**recipe, "train": {"freeze_layers": 2}})
+    assert not list((tmp_path / "cache").rglob("build.json"))
+    with pytest.raises(Synthesised):
+        B.build("synthetic", overrides={**recipe, "train": {"freeze_layers": 1}})

@@ -190,6 +190,8 @@ def build(scenario: str, out: str | os.PathLike[str] | None = None, overrides: d
     there (a second build with the same config is a no-op)."""
     dist.require_single_process("build")
     cfg = build_config_for(scenario, overrides)
+    if cfg.train.freeze_layers:  # refused before anything runs (a rehearsal's synthesis takes minutes)
+        check_freeze_layers(cfg.train.freeze_layers, base_depth(cfg))
     scen = get_scenario(scenario, **cfg.scenario_options)
     key = build_key(cfg, scen)
     if out is not None:
@@ -317,12 +319,31 @@ def freeze_embeddings(model) -> None:
             module.weight.requires_grad_(False)
 
 
+def base_depth(cfg: BuildConfig) -> int | None:
+    """How many decoder layers the initial model has, read from its config (None where the config cannot be read:
+    loading the model says why)."""
+    if cfg.base == "tiny":
+        return cfg.model.num_layers
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(resolve_base(cfg.base))
+    except (OSError, ValueError):
+        return None
+    return getattr(conf.get_text_config(), "num_hidden_layers", None)
+
+
+def check_freeze_layers(n: int, depth: int | None) -> None:
+    """train.freeze_layers must leave at least one decoder layer to train."""
+    if depth is not None and n >= depth:
+        raise ConfigError(f"train.freeze_layers={n} freezes every one of the model's {depth} decoder layers: "
+                          f"give fewer than {depth}")
+
+
 def freeze_layers(model, n: int) -> None:
     """Stop the first `n` decoder layers from training (n must leave at least one to train)."""
     layers = decoder_layers(model)
-    if n >= len(layers):
-        raise ConfigError(f"train.freeze_layers={n} freezes every one of the model's {len(layers)} decoder layers: "
-                          f"give fewer than {len(layers)}")
+    check_freeze_layers(n, len(layers))
     for layer in layers[:n]:
         layer.requires_grad_(False)
 
