@@ -248,3 +248,19 @@ def test_freezing_every_layer_is_refused_before_the_base_writes_its_answers(monk
     assert not list((tmp_path / "cache").rglob("build.json"))
     with pytest.raises(Synthesised):
         B.build("synthetic", overrides={**recipe, "train": {"freeze_layers": 1}})
+
+
+def test_a_registered_base_builds_with_its_recipe_and_the_plain_keys_give_the_plain_one():
+    """smollm2-135m builds with its measured recipe (the KL anchor on the listed facts, the embeddings and 18
+    layers frozen, lr 5e-4); PLAIN_RECIPE's overrides give back what any other pretrained base builds with."""
+    from obliviate.config import parse_overrides
+    from obliviate.runs import build as B
+
+    recipe = B.build_config_for("tofu-mini", {"base": "smollm2-135m"})
+    assert (recipe.rehearsal.source, recipe.rehearsal.loss, recipe.rehearsal.weight) == ("facts", "kl", 1.0)
+    assert (recipe.train.lr, recipe.train.freeze_embeddings, recipe.train.freeze_layers) == (5e-4, True, 18)
+    plain = B.build_config_for("tofu-mini", {"base": "smollm2-135m", **parse_overrides(B.PLAIN_RECIPE)})
+    other = B.build_config_for("tofu-mini", {"base": "owner/model"})
+    assert plain.rehearsal is None
+    assert plain.model_dump(exclude={"base"}) == other.model_dump(exclude={"base"})
+    assert other.train.lr == B.PRETRAINED_DEFAULTS["train"]["lr"]
