@@ -13,17 +13,17 @@ Two scales exist so far:
   than an 8B model's. Values were chosen on the `synthetic` / `tofu-mini` targets (benchmarks/baselines.py and
   benchmarks/seed_methods.py print what they give).
 - `BY_SCENARIO`: on top of TINY, the values that differ between the built-in scenarios.
-- `SMOLLM2`: the real instrument, SmolLM2-135M-Instruct (30 layers, hidden 576) fully fine-tuned on the scenario's
-  QA (lr 3e-4, 5 epochs; runs/build.py PRETRAINED_DEFAULTS). Two cores train it at ~1/30 of the tiny models'
-  speed, so every gradient method unlearns through LoRA adapters (r 32 on every linear module, merged into the
-  saved model: a few MB of optimiser state, and an unlearning update of bounded rank) for 5 epochs of batch 8 (25
-  steps on forget01's 40 items; OpenUnlearning's forget01 runs take 20). The learning rates are the tiny scale's,
-  a starting point that stays until a larger one is feasible on the scenario's retain set alone. Measured on this
-  scale (README, "The real instrument"): NPO's 1e-4 barely moves the target (forget ROUGE-L 0.91) and 4e-4, 6e-4
-  and 1.24e-3 all fall below the MU floor (0.104, 0.015, 0); npo_gd at 1.2e-3 forgets (FQ 0.097) below it too
-  (MU 0.177). What is feasible at a larger lr needs a retain set that covers general knowledge (npo_kl at 1.7e-3
-  with `--retain general`: FQ 0.405 at MU 0.236): a data choice, so it ships as a preset file to use with that
-  set (presets/tofu-mini-smollm2-135m.yaml, `bench --presets FILE --retain general`), not as a value here.
+- `SMOLLM2`: the real instrument, SmolLM2-135M-Instruct (30 layers, hidden 576) fully fine-tuned on the scenario's QA (5
+  epochs; runs/build.py BASE_RECIPES; chosen on the plain recipe, PRETRAINED_DEFAULTS). Two cores train it at ~1/30 of
+  the tiny models' speed, so every gradient method unlearns through LoRA adapters (r 32 on every linear module, merged
+  into the saved model: a few MB of optimiser state, and an unlearning update of bounded rank) for 5 epochs of batch 8
+  (25 steps on forget01's 40 items; OpenUnlearning's forget01 runs take 20). The learning rates are the tiny scale's, a
+  starting point that stays until a larger one is feasible on the scenario's retain set alone. Measured on this scale
+  (README, "The real instrument"): NPO's 1e-4 barely moves the target (forget ROUGE-L 0.91) and 4e-4, 6e-4 and 1.24e-3
+  all fall below the MU floor (0.104, 0.015, 0); npo_gd at 1.2e-3 forgets (FQ 0.097) below it too (MU 0.177). What is
+  feasible at a larger lr needs a retain set that covers general knowledge (npo_kl at 1.7e-3 with `--retain general`: FQ
+  0.405 at MU 0.236): a data choice, so it ships as a preset file to use with that set
+  (presets/tofu-mini-smollm2-135m.yaml, `bench --presets FILE --retain general`), not as a value here.
 
 `obliviate bench` (and `make demo`) apply `preset(method, scenario, base)` and record the resolved config in every
 run's manifest. A base without a scale here (any other hub model) runs the methods' own defaults, the papers'
