@@ -130,7 +130,8 @@ BASE_RECIPES: dict[str, dict[str, Any]] = {
                       "weight": 1.0},
     },
 }
-PLAIN_RECIPE = ("rehearsal=null", "train.freeze_embeddings=false", "train.freeze_layers=0", "train.lr=3e-4")
+PLAIN_RECIPE = ("rehearsal=null", "train.freeze_embeddings=false", "train.freeze_layers=0",
+                f"train.lr={PRETRAINED_DEFAULTS['train']['lr']}")
 
 
 def build_config_for(scenario: str, overrides: dict[str, Any] | None = None) -> BuildConfig:
