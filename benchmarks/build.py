@@ -12,10 +12,14 @@ survives the fine-tuning).
     python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m
     python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m rehearsal.n=60   # KEY=VALUE: the recipe
     python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m --target-only train.freeze_embeddings=true
+    python benchmarks/build.py --scenarios tofu-mini --base smollm2-135m --target-only --reference DIR train.seed=1
 
 --target-only explores a recipe at half the cost: the target alone on one thread, not cached (kept in a temporary
 directory, or --out), and only the checks that read the target alone (its forget / retain ROUGE-L, its general
-knowledge against the base's). The retain model's checks and the build time need the full build.
+knowledge against the base's). With --reference (a retain model built before, or the directory of its saved
+evaluation, e.g. a bench run's eval/retain) it also gives the target's forget quality against that model: a seed's
+or a recipe's FQ without building its own retain model. The retain model's own checks and the build time need the
+full build.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ def main() -> int:
     ap.add_argument("--target-only", action="store_true", help="train the target alone on one thread (a recipe's "
                     "target checks at half the cost; not cached)")
     ap.add_argument("--out", help="--target-only: where to keep the trained target (default: a temporary directory)")
+    ap.add_argument("--reference", help="--target-only: a retain model (or its saved evaluation) to read the "
+                    "target's forget quality against")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE build settings (train.lr=1e-4, rehearsal.n=60, ...)")
     args = ap.parse_args()
     from obliviate.config import parse_overrides
@@ -66,7 +72,9 @@ def main() -> int:
     if args.fresh:
         os.environ["OBLIVIATE_CACHE"] = tempfile.mkdtemp(prefix="obliviate-bench-")
     if args.target_only:
-        return target_only(args.scenarios.split(","), args.base, overrides, args.out)
+        return target_only(args.scenarios.split(","), args.base, overrides, args.out, args.reference)
+    if args.reference:
+        raise SystemExit("--reference goes with --target-only (a full build reads FQ against its own retain model)")
     ok = True
     for scen in args.scenarios.split(","):
         t0 = time.time()
@@ -121,9 +129,9 @@ def general_checks(tgt: dict, base: str, scen: str) -> bool:
     return ok
 
 
-def target_only(scenarios: list[str], base: str, overrides: dict, out: str | None) -> int:
+def target_only(scenarios: list[str], base: str, overrides: dict, out: str | None, reference: str | None) -> int:
     """Train each scenario's target alone (one thread, as one of a build's two processes) and print the checks
-    that read it alone."""
+    that read it alone, and its forget quality against `reference` when one is given."""
     import torch
 
     from obliviate.data.scenarios import get_scenario
@@ -131,6 +139,9 @@ def target_only(scenarios: list[str], base: str, overrides: dict, out: str | Non
 
     if base == "tiny":
         raise SystemExit("--target-only needs --base (a tiny target needs the tokenizer the full build trains)")
+    if reference and not Path(reference).exists():  # before the training, not after it
+        raise SystemExit(f"--reference {reference}: no such directory; give a retain model or its saved evaluation "
+                         "(e.g. runs/bench-anchored/eval/retain)")
     torch.set_num_threads(1)
     ok = True
     for scen_name in scenarios:
@@ -142,10 +153,12 @@ def target_only(scenarios: list[str], base: str, overrides: dict, out: str | Non
         info = B.train_model("target", B.training_sets(cfg, scen)["target"], None, cfg, dest, anchor=anchor)
         wall = time.time() - t0
         metrics = ["forget_rougeL_recall", "retain_rougeL_recall"] + list(GENERAL)
-        tgt = api.evaluate(dest / "target", scen, config={"metrics": metrics}, progress=_pass_done).summary
+        metrics += ["forget_quality"] if reference else []
+        tgt = api.evaluate(dest / "target", scen, reference=reference, config={"metrics": metrics},
+                           progress=_pass_done).summary
         print(f"\n== {scen_name} on {base}, the target alone: {wall:.0f} s on one thread (training {info['train_time_s']:.0f} s, "
               f"final loss {info['final_loss']}); kept in {dest}")
-        ok &= run_checks(CHECKS[:2], tgt, None)  # the two that read the target alone
+        ok &= run_checks(CHECKS[:2] + (CHECKS[3:] if reference else []), tgt, None)  # those that read the target
         ok &= general_checks(tgt, base, scen_name)
     return 0 if ok else 1
 
