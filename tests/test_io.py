@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,44 @@ def test_atomic_dir_overwrite_replaces_existing(tmp_path):
     with atomic_dir(out, overwrite=True) as d:
         (d / "new.txt").write_text("new")
     assert _names(out) == ["new.txt"]
+    assert _names(tmp_path) == ["run"]
+
+
+def _competitor_lands_first(monkeypatch) -> None:
+    """Make the first rename of a finished directory find another writer's directory already at its target, as
+    when two processes (sweep workers sharing a cache entry) finish the same path at once."""
+    real = os.replace
+
+    def racing(src, dst):
+        if Path(src).is_dir() and not Path(dst).exists() and not getattr(racing, "done", False):
+            racing.done = True
+            Path(dst).mkdir()
+            (Path(dst) / "theirs.txt").write_text("theirs")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", racing)
+
+
+def test_atomic_dir_overwrite_survives_a_competing_writer(tmp_path, monkeypatch):
+    """With overwrite=True, a directory that lands at `path` between the existence check and the rename is
+    replaced (the last writer wins), not an error (it was `Directory not empty`), and no trash is left."""
+    out = tmp_path / "entry"
+    _competitor_lands_first(monkeypatch)
+    with atomic_dir(out, overwrite=True) as d:
+        (d / "ours.txt").write_text("ours")
+    assert _names(out) == ["ours.txt"]
+    assert _names(tmp_path) == ["entry"]
+
+
+def test_atomic_dir_without_overwrite_refuses_a_competing_writer(tmp_path, monkeypatch):
+    """Without overwrite, a directory that lands at `path` meanwhile is refused as an existing output: the other
+    writer's files stay, ours are removed."""
+    out = tmp_path / "run"
+    _competitor_lands_first(monkeypatch)
+    with pytest.raises(OutputExistsError, match="already exists"):
+        with atomic_dir(out) as d:
+            (d / "ours.txt").write_text("ours")
+    assert _names(out) == ["theirs.txt"]
     assert _names(tmp_path) == ["run"]
 
 

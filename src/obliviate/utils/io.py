@@ -140,24 +140,47 @@ def _holder(lock_file: Path) -> str:
     return f"pid {pid.strip() or '?'}" + (f": {command[:120]}" if command else "")
 
 
+_SWAP_TRIES = 20
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary directory next to `path`; on success it replaces `path`, on error it is removed.
+
+    Several processes may finish the same `path` at once (sweep workers filling one cache entry): with `overwrite`
+    the last one to arrive wins, and none fails because another's directory appeared or left between its check and
+    its rename; without it, a directory that appears meanwhile is refused as an existing output."""
     final = check_output_dir(path, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        for _ in range(_SWAP_TRIES):
+            check_output_dir(final, overwrite)  # without overwrite: one that appeared meanwhile is refused
+            try:
+                _swap_in(tmp, final)
+                return
+            except OSError as e:  # another writer moved `final` in or out between the check and the rename
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    raise
+        raise OutputError(f"{final}: other processes kept replacing it ({_SWAP_TRIES} tries); run again")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`, moving an existing `final` aside first (and deleting it)."""
+    if not final.exists():
+        os.replace(tmp, final)  # ENOTEMPTY / EEXIST: another writer's directory arrived first
+        return
+    trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(final, trash)  # ENOENT: another writer moved it aside first
+    try:
         os.replace(tmp, final)
+    finally:
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
