@@ -132,9 +132,9 @@ def _real(lr: float, **values: Any) -> dict[str, Any]:
 SMOLLM2: dict[str, dict[str, Any]] = {
     **{name: _real(TINY[name]["lr"]) for name in ("ga", "graddiff", "ga_kl", "npo", "npo_gd", "npo_kl", "simnpo",
                                                   "idknll", "idkdpo", "undial", "satimp", "wga", "ceu")},
-    # Seven views of batch 8 in one graph (the forget answer, five alternatives, the retain batch) peaked at 17.4 GB
-    # on the default build (the other methods: 4.2-7.5 GB); two micro-batches of 4 give the same gradient (epoch 1's
-    # mean loss 11.806231 against 11.806230, the same alternatives) at a 9.4 GB peak.
+    # Seven views of batch 8 in one graph (the forget answer, five alternatives, the retain batch) peaked at 17.0 GiB
+    # on the default build (the other methods: 2.8-7.3 GiB); two micro-batches of 4 give the same gradient (epoch 1's
+    # mean loss 11.806231 against 11.806230, the same alternatives) at a 9.2 GiB peak.
     "altpo": _real(TINY["altpo"]["lr"], grad_accum=2),
     # The authors' dual warm-up is half their run (5 of 10 epochs); the method's default 5 of these 5 epochs kept
     # λ at λ₀ = 100 throughout, so the multiplier starts after 2 here. ε follows the authors' rule ("somewhat above
