@@ -613,6 +613,7 @@ def bench(scenario: Annotated[str, typer.Option(help="synthetic | tofu-mini | to
 
 
 def _print_board(board: dict) -> None:
+    from obliviate.bench.report import EARLIER_NOTE, row_label
     from obliviate.eval.report import fmt_value
 
     retain = f", retain {board['retain']}" if board.get("retain") else ""
@@ -622,8 +623,10 @@ def _print_board(board: dict) -> None:
     for c in cols:
         t.add_column(c, justify="right")
     for r in board["rows"]:
-        t.add_row(r["name"], *(fmt_value(r.get(c)) for c in cols) if not r.get("error") else ["failed"] + [""] * 4)
+        t.add_row(row_label(r), *(fmt_value(r.get(c)) for c in cols) if not r.get("error") else ["failed"] + [""] * 4)
     con.print(t)
+    if any(r.get("earlier") for r in board["rows"]):
+        con.print(EARLIER_NOTE, markup=False)
     if board.get("across_seeds"):
         from obliviate.bench.report import runs_text, spread_text
 

@@ -4,12 +4,11 @@ method's spread across them (mean, sample standard deviation, range), numbers ch
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 
 from obliviate.runs import bench as B
-from obliviate.utils.io import atomic_write_json, read_json
+from obliviate.utils.io import read_json
 
 
 def test_run_names_keep_the_first_run_and_count_on_from_the_config_seed():
@@ -36,28 +35,6 @@ def test_across_seeds_by_hand():
     assert ga["metrics"]["wall_time_s"]["mean"] == pytest.approx(12.0)
     assert "model_utility" not in npo["metrics"]  # NaN is not a value
     assert npo["metrics"]["forget_quality"]["std"] == 0.0
-
-
-@pytest.fixture
-def fake_bench(monkeypatch, tmp_path):
-    """bench end to end with its models, evaluations and unlearning replaced: each run writes what a real one does
-    (manifest, eval/summary.json) with a forget quality made from its seed, so the rows say which seed ran."""
-    built = SimpleNamespace(info={"key": "k"}, target=tmp_path / "t", retain=tmp_path / "r")
-    monkeypatch.setattr(B, "build_models", lambda scenario, overrides=None: built)
-    monkeypatch.setattr(B, "load_scenario", lambda name, **kw: SimpleNamespace(name=name))
-    monkeypatch.setattr(B, "evaluate_reference", lambda *a, **k: {"forget_quality": 1.0})
-    monkeypatch.setattr(B, "changed_fraction", lambda before, after: 0.5)
-    ran = []
-
-    def unlearn(target, method, *, out, config, **kw):
-        ran.append((method, out.name, config.get("seed")))
-        seed = config.get("seed", 0)
-        atomic_write_json(out / "manifest.json", {"config": config, "wall_time_s": 10.0 + seed,
-                                                  "peak_memory_bytes": 2**20})
-        atomic_write_json(out / "eval" / "summary.json", {"forget_quality": 0.1 * (seed + 1), "model_utility": 0.5})
-
-    monkeypatch.setattr(B, "unlearn", unlearn)
-    return ran
 
 
 def test_a_benchmark_with_seeds_runs_each_and_reports_the_spread(fake_bench, tmp_path):

@@ -27,6 +27,16 @@ def _attack_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool | N
     return [(k, k.removeprefix("attack_").replace("_", " "), None) for k in keys]
 
 
+EARLIER_MARK = " †"
+EARLIER_NOTE = ("† from an earlier `obliviate bench` invocation into this directory, run with the config its row "
+                "records (leaderboard.json), which may differ from today's presets.")
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """A row's name in the tables: marked when an earlier invocation ran it."""
+    return row["name"] + (EARLIER_MARK if row.get("earlier") else "")
+
+
 def leaderboard_markdown(board: dict[str, Any]) -> str:
     cols = COLUMNS + _attack_columns(board["rows"])
     head = "| method | " + " | ".join(h for _, h, _ in cols) + " |"
@@ -37,9 +47,11 @@ def leaderboard_markdown(board: dict[str, Any]) -> str:
     lines += [head, sep]
     for r in board["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['name']} | failed: {r['error'][:120]} |" + " |" * (len(cols) - 1))
+            lines.append(f"| {row_label(r)} | failed: {r['error'][:120]} |" + " |" * (len(cols) - 1))
             continue
-        lines.append(f"| {r['name']} | " + " | ".join(fmt_value(r.get(k)) for k, _, _ in cols) + " |")
+        lines.append(f"| {row_label(r)} | " + " | ".join(fmt_value(r.get(k)) for k, _, _ in cols) + " |")
+    if any(r.get("earlier") for r in board["rows"]):
+        lines += ["", EARLIER_NOTE]
     lines += ["", "FQ: forget quality (KS-test p-value vs the retain model). MU: model utility. privleak: Min-K% "
               "((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) x100, the field's sign (0 ideal, −100 memorised, < 0 "
               "still recognisable). AUCs: forget (members) vs holdout (non-members).", ""]
@@ -188,7 +200,7 @@ def table_html(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         if r.get("error"):
-            body.append(f'<tr class="failed"><td>{html.escape(r["name"])}</td>'
+            body.append(f'<tr class="failed"><td>{html.escape(row_label(r))}</td>'
                         f'<td colspan="{len(cols)}" style="text-align:left">failed: {html.escape(r["error"][:300])}</td></tr>')
             continue
         cells = []
@@ -196,7 +208,7 @@ def table_html(rows: list[dict[str, Any]]) -> str:
             v = r.get(k)
             num = "" if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)) else repr(v)
             cells.append(f'<td data-v="{num}">{html.escape(fmt_value(v))}</td>')
-        body.append(f'<tr class="{r.get("kind", "")}"><td>{html.escape(r["name"])}</td>{"".join(cells)}</tr>')
+        body.append(f'<tr class="{r.get("kind", "")}"><td>{html.escape(row_label(r))}</td>{"".join(cells)}</tr>')
     return f'<table class="sortable" id="leaderboard"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
@@ -219,6 +231,7 @@ def write_report(out: Path, board: dict[str, Any]) -> None:
              f"{', overridden by ' + html.escape(board['presets']) if board.get('presets') else ''}. "
              f"Retain set trained on: {_retain_note(board.get('retain'))}. Click a column to sort.</p>",
              "<h2>Leaderboard</h2>", table_html(rows),
+             *([f"<p class='note'>{html.escape(EARLIER_NOTE)}</p>"] if any(r.get("earlier") for r in rows) else []),
              "<p class='note'>FQ: forget quality, the KS-test p-value between the per-item forget truth ratios of the "
              "model and of the retain model (higher = closer to never having seen the data). MU: model utility, the "
              "harmonic mean of 9 numbers. privleak: ((1 − AUC) − (1 − AUC_retain))/(1 − AUC_retain) × 100 with "

@@ -5,7 +5,9 @@ Layout of the output directory:
     runs/<method>/ (the unlearned model, manifest.json, history, eval/), runs/<method>.error.json on failure,
     runs/<method>.seed<S>/ for the further training seeds of `seeds` > 1,
     retain-general.jsonl (with retain="general"), leaderboard.json, leaderboard.md, report.html.
-A method that fails is recorded with its error and the run goes on; a rerun skips finished methods (same config)."""
+A method that fails is recorded with its error and the run goes on; a rerun skips finished methods (same config).
+The directory is the benchmark: its leaderboard lists this invocation's runs, then every run an earlier invocation
+left there (finished or failed) that this one did not name, marked as such."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from obliviate.utils import dist
 log = logging.getLogger(__name__)
 
 ROW_KEYS = tuple(summary_keys("leaderboard"))  # the metrics each leaderboard row carries (eval/specs.py)
+ERROR_SUFFIX = ".error.json"  # runs/<run>.error.json: a run that failed
 
 
 @dataclass
@@ -81,7 +84,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
     torch.set_num_threads(job.threads)
     out = Path(job.out)
-    err_file = out.with_name(out.name + ".error.json")
+    err_file = out.with_name(out.name + ERROR_SUFFIX)
     t0 = time.time()
     try:
         scen = load_scenario(job.scenario, **job.scenario_options)
@@ -235,7 +238,11 @@ def _bench(scenario: str, names: list[str], out_p: Path, jobs: int, paper_defaul
                 for r in pool.imap_unordered(run_job, todo):
                     say(f"{r['run']}: {'done in ' + str(r['seconds']) + ' s' if r['ok'] else 'FAILED: ' + r['error']}")
                     results.append(r)
-    rows = collect_rows(out_p, runs, built.target, evals)
+    earlier = earlier_runs(out_p, runs)
+    if earlier:
+        say(f"the leaderboard also lists {len(earlier)} run(s) of earlier invocations into {out_p}: "
+            + ", ".join(n for _, n in earlier))
+    rows = collect_rows(out_p, runs, built.target, evals, earlier)
     if attacks:
         attack_rows(rows, out_p, scen, list(attacks), built.target, say, retain=built.retain)
     recipe = {k: v for k, v in build_over.items() if k not in ("base", "scenario_options")}
@@ -260,24 +267,38 @@ def _same_models(out: Path, key: str | None) -> None:
                           "base or build recipe); give another --out, or delete it to start afresh")
 
 
-def collect_rows(out: Path, runs: Sequence[str | tuple[str, str]], target: Path,
-                 evals: dict[str, dict]) -> list[dict[str, Any]]:
+def earlier_runs(out: Path, runs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The runs an earlier invocation left in the directory (finished: its bench.json and evaluation; or failed: its
+    error file) that `runs` (this invocation's (method, run name) pairs) does not name, by name."""
+    mine = {n for _, n in runs}
+    found: dict[str, str] = {}
+    for p in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else ():
+        if p.is_dir() and (p / "bench.json").is_file() and (p / "eval" / "summary.json").is_file():
+            found[p.name] = read_json(p / "manifest.json").get("method", p.name)
+        elif p.is_file() and p.name.endswith(ERROR_SUFFIX) and (n := p.name.removesuffix(ERROR_SUFFIX)) not in found:
+            found[n] = read_json(p).get("method", n)
+    return [(method, n) for n, method in sorted(found.items()) if n not in mine]
+
+
+def collect_rows(out: Path, runs: Sequence[str | tuple[str, str]], target: Path, evals: dict[str, dict],
+                 earlier: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
     """The leaderboard's rows: the target and retain models, then each run (a method's name, or (method, run name)
-    for one of several seeds) that finished or failed."""
+    for one of several seeds) that finished or failed, then the `earlier` invocations' runs (marked `earlier`)."""
     rows = [{"name": "target", "kind": "reference", **{k: evals["target"].get(k) for k in ROW_KEYS}},
             {"name": "retain", "kind": "reference", **{k: evals["retain"].get(k) for k in ROW_KEYS}}]
-    for entry in runs:
+    for entry in [*runs, *earlier]:
         method, n = (entry, entry) if isinstance(entry, str) else entry
+        old = {"earlier": True} if entry in earlier else {}
         run = out / "runs" / n
-        err = run.with_name(n + ".error.json")
+        err = run.with_name(n + ERROR_SUFFIX)
         if (run / "eval" / "summary.json").is_file():
             s = read_json(run / "eval" / "summary.json")
             man = read_json(run / "manifest.json")
-            rows.append({"name": n, "kind": "method", "method": method, **{k: s.get(k) for k in ROW_KEYS},
+            rows.append({"name": n, "kind": "method", "method": method, **old, **{k: s.get(k) for k in ROW_KEYS},
                          "wall_time_s": man.get("wall_time_s"), "peak_memory_mb": round(man["peak_memory_bytes"] / 2**20, 1),
                          "params_changed": round(changed_fraction(target, run), 6), "config": man.get("config")})
         elif err.is_file():
-            rows.append({"name": n, "kind": "method", "method": method, "error": read_json(err)["error"]})
+            rows.append({"name": n, "kind": "method", "method": method, **old, "error": read_json(err)["error"]})
     return rows
 
 
