@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +108,13 @@ def finished(job: Job) -> bool:
             and read_json(out / "bench.json").get("key") == _job_key(job))
 
 
-def changed_fraction(before: str | Path, after: str | Path) -> float:
-    """Share of parameter elements that differ between two saved models (added rows count as changed)."""
+def changed_fraction(before: str | Path | Mapping[str, Any], after: str | Path) -> float:
+    """Share of parameter elements that differ between two saved models (added rows count as changed); `before`
+    may be a model's weights already read (`saved_weights`), to compare many models against one."""
     from obliviate.utils.tensors import saved_weights
 
-    a, b = saved_weights(before), saved_weights(after)
+    a = before if isinstance(before, Mapping) else saved_weights(before)
+    b = saved_weights(after)
     total = changed = 0
     for k, t in b.items():
         total += t.numel()
@@ -286,6 +288,7 @@ def collect_rows(out: Path, runs: Sequence[str | tuple[str, str]], target: Path,
     for one of several seeds) that finished or failed, then the `earlier` invocations' runs (marked `earlier`)."""
     rows = [{"name": "target", "kind": "reference", **{k: evals["target"].get(k) for k in ROW_KEYS}},
             {"name": "retain", "kind": "reference", **{k: evals["retain"].get(k) for k in ROW_KEYS}}]
+    base: dict[str, Any] | None = None  # the target's weights, read once for every row's params_changed
     for entry in [*runs, *earlier]:
         method, n = (entry, entry) if isinstance(entry, str) else entry
         old = {"earlier": True} if entry in earlier else {}
@@ -294,9 +297,13 @@ def collect_rows(out: Path, runs: Sequence[str | tuple[str, str]], target: Path,
         if (run / "eval" / "summary.json").is_file():
             s = read_json(run / "eval" / "summary.json")
             man = read_json(run / "manifest.json")
+            if base is None:
+                from obliviate.utils.tensors import saved_weights
+
+                base = saved_weights(target)
             rows.append({"name": n, "kind": "method", "method": method, **old, **{k: s.get(k) for k in ROW_KEYS},
                          "wall_time_s": man.get("wall_time_s"), "peak_memory_mb": round(man["peak_memory_bytes"] / 2**20, 1),
-                         "params_changed": round(changed_fraction(target, run), 6), "config": man.get("config")})
+                         "params_changed": round(changed_fraction(base, run), 6), "config": man.get("config")})
         elif err.is_file():
             rows.append({"name": n, "kind": "method", "method": method, **old, "error": read_json(err)["error"]})
     return rows
